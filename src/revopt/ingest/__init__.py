@@ -1,0 +1,109 @@
+"""Read order exports (CSV, TSV, whitespace text, .xlsx, Parquet; a folder or glob of them) into clean tables.
+
+``load_orders`` stages every file in the workspace's DuckDB as text, recognises the columns,
+parses dates and amounts in SQL, and returns Ibis tables of clean lines, per-customer daily
+purchases and rejected rows, with the counts the log and the report show.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from revopt.errors import ColumnMappingError
+from revopt.ingest.clean import CANCELLED_STATUSES, DUPLICATE_MODES, CleanTables, build_raw, clean_orders, daily_purchases
+from revopt.ingest.columns import FIELDS, ColumnMapping, parse_map_options, resolve_columns
+from revopt.ingest.files import StagedFile, discover_files, stage_file
+
+__all__ = [
+    "CANCELLED_STATUSES",
+    "DUPLICATE_MODES",
+    "FIELDS",
+    "CleanTables",
+    "ColumnMapping",
+    "StagedFile",
+    "daily_purchases",
+    "discover_files",
+    "load_orders",
+    "parse_map_options",
+]
+
+log = logging.getLogger(__name__)
+
+
+def load_orders(
+    orders: str | Path,
+    *,
+    con,
+    staging_dir: Path,
+    column_map: list[str] | None = None,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    tz: str | None = None,
+    duplicates: str = "auto",
+    max_invalid_share: float = 0.01,
+) -> tuple[CleanTables, list[StagedFile], ColumnMapping]:
+    """Read ``orders`` into clean Ibis tables in ``con`` (a DuckDB connection).
+
+    Parameters
+    ----------
+    orders : str or Path
+        A file, a folder (every supported file in it) or a glob pattern; all files must hold the same fields.
+    con : ibis DuckDB backend
+        The workspace connection; staged and clean tables are created in it.
+    staging_dir : Path
+        Folder for UTF-8 copies of files in other encodings.
+    column_map : list of str, optional
+        ``COLUMN=FIELD`` overrides, by header name or 1-based position.
+    dayfirst : bool, optional
+        Resolve dates such as 03/04/2024 as day-first (True) or month-first (False).
+    date_format : str, optional
+        An explicit ``strptime`` format for the date column.
+    tz : str, optional
+        Business time zone; times carrying a UTC offset are converted to it before the day is taken.
+    duplicates : {"auto", "drop", "keep"}
+        Exact duplicate rows: "auto" drops them when rows carry an order id.
+    max_invalid_share : float
+        Largest share of dates or amounts that may fail to parse (those rows are rejected); above it the run stops.
+
+    Returns
+    -------
+    (CleanTables, list of StagedFile, ColumnMapping)
+    """
+    overrides = parse_map_options(column_map)
+    positional = bool(overrides) and all(column.isdigit() for column in overrides)
+    files = discover_files(orders)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+
+    staged: list[StagedFile] = []
+    mappings: list[ColumnMapping] = []
+    for index, path in enumerate(files):
+        file = stage_file(con, path, f"staged_{index}", staging_dir, force_no_header=positional)
+        mapping = resolve_columns(file.headers, overrides, source=str(path))
+        if mappings and set(mapping.columns) != set(mappings[0].columns):
+            raise ColumnMappingError(
+                f"{path}: has fields {', '.join(sorted(mapping.columns))} but {files[0]} has "
+                f"{', '.join(sorted(mappings[0].columns))}; files read together must hold the same fields"
+            )
+        log.info("event=staged file=%s rows=%d encoding=%s header=%s columns=%s", path, file.rows, file.encoding,
+                 file.has_header, mapping.columns)
+        staged.append(file)
+        mappings.append(mapping)
+
+    mapping = mappings[0]
+    raw = build_raw(staged, mappings, con)
+    tables = clean_orders(
+        raw,
+        con=con,
+        has_order_id=mapping.has("order_id"),
+        amount_from_lines=not mapping.has("amount"),
+        column_labels=dict(mapping.columns),
+        dayfirst=dayfirst,
+        date_format=date_format,
+        tz=tz,
+        duplicates=duplicates,
+        max_invalid_share=max_invalid_share,
+    )
+    tables.stats["files"] = [str(path) for path in files]
+    tables.stats["columns"] = dict(mapping.columns)
+    return tables, staged, mapping

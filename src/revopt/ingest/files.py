@@ -1,0 +1,279 @@
+"""Find the input files, detect encoding, delimiter and header, and stage each file in DuckDB as text.
+
+Every cell is staged as VARCHAR exactly as exported, so identifiers keep their leading zeros and a
+phone number never becomes a float; parsing into dates and amounts happens later, in SQL, where a
+value that fails can be traced to its file and row.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import glob
+import gzip
+import io
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import ibis
+import pandas as pd
+
+from revopt.errors import InputError
+from revopt.ingest.columns import normalise_header, _SYNONYMS
+
+__all__ = ["StagedFile", "discover_files", "stage_file"]
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".tab")
+EXCEL_SUFFIXES = (".xlsx", ".xlsm")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES + EXCEL_SUFFIXES + PARQUET_SUFFIXES
+
+# Bytes read to detect the encoding, delimiter and header; enough for a few hundred rows.
+SNIFF_BYTES = 256 * 1024
+# Block size for transcoding non-UTF-8 files; bounds memory whatever the file size.
+TRANSCODE_BLOCK_BYTES = 16 * 1024 * 1024
+_DELIMITERS = ",\t;|"
+_KNOWN_HEADERS = {synonym for groups in _SYNONYMS.values() for group in groups for synonym in group}
+_NUMBER_PATTERN = re.compile(r"^[+-]?[\d,]*\.?\d+([eE][+-]?\d+)?$")
+WHITESPACE = "whitespace"
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One input file staged as a DuckDB table of text columns plus ``source_row`` (1-based line or sheet row)."""
+
+    path: Path
+    table: str
+    headers: list[str]
+    has_header: bool
+    encoding: str
+    delimiter: str | None
+    rows: int
+
+
+def discover_files(orders: str | Path) -> list[Path]:
+    """Expand ``orders`` (a file, a folder or a glob pattern) into the list of supported files, sorted by name."""
+    text = str(orders)
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if _suffix(p) in SUPPORTED_SUFFIXES)
+        where = f"folder {text}"
+    elif any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text) if _suffix(Path(p)) in SUPPORTED_SUFFIXES)
+        where = f"pattern {text}"
+    elif path.is_file():
+        if _suffix(path) not in SUPPORTED_SUFFIXES:
+            raise InputError(
+                f"{text}: file type {_suffix(path) or '(none)'} is not supported; "
+                f"use one of {', '.join(SUPPORTED_SUFFIXES)} (optionally .gz for text)"
+            )
+        return [path]
+    else:
+        raise InputError(f"{text}: no such file or folder; check the path")
+    if not files:
+        raise InputError(f"{where}: no {', '.join(SUPPORTED_SUFFIXES)} files found")
+    return files
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _detect_encoding(sample: bytes, path: Path) -> str:
+    """Return 'utf-8-sig', 'utf-8', 'gb18030' or charset-normalizer's guess for ``sample``."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if b"\x00" in sample:
+        raise InputError(f"{path}: the file holds binary data, not a text table; export it as CSV, .xlsx or Parquet")
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
+            return encoding
+        except UnicodeDecodeError:
+            continue
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    if best is None:
+        raise InputError(f"{path}: the text encoding could not be detected; save the file as UTF-8")
+    return best.encoding
+
+
+def _transcode_to_utf8(path: Path, encoding: str, staging_dir: Path) -> Path:
+    """Write a UTF-8 copy of ``path`` into ``staging_dir`` block by block; raise InputError at the first bad byte."""
+    target = staging_dir / (path.name.removesuffix(".gz") + ".utf8.csv")
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    with _open_bytes(path) as source, open(target, "w", encoding="utf-8", newline="") as sink:
+        while block := source.read(TRANSCODE_BLOCK_BYTES):
+            try:
+                sink.write(decoder.decode(block))
+            except UnicodeDecodeError as error:
+                raise InputError(
+                    f"{path}: byte {offset + error.start} is not valid {encoding}; "
+                    "save the file as UTF-8 or GB18030 and run again"
+                ) from error
+            offset += len(block)
+        sink.write(decoder.decode(b"", final=True))
+    return target
+
+
+def _sniff_delimiter(lines: list[str], path: Path) -> str:
+    if _suffix(path) == ".tsv" or (lines and "\t" in lines[0]):
+        return "\t"
+    try:
+        return csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        pass
+    token_counts = {len(line.split()) for line in lines[:50] if line.strip()}
+    if len(token_counts) == 1 and token_counts.pop() > 1:
+        return WHITESPACE
+    raise InputError(
+        f"{path}: no column delimiter found (tried comma, tab, semicolon, pipe and runs of spaces); "
+        "this does not look like a table. Export the orders as CSV, .xlsx or Parquet"
+    )
+
+
+def _looks_like_header(first: list[str], second: list[str] | None) -> bool:
+    """A first row is a header if one cell is a known column name, or if it has no number but the next row does."""
+    if any(normalise_header(cell) in _KNOWN_HEADERS for cell in first):
+        return True
+    first_numeric = any(_NUMBER_PATTERN.match(cell.strip()) for cell in first)
+    second_numeric = second is not None and any(_NUMBER_PATTERN.match(cell.strip()) for cell in second)
+    return not first_numeric and second_numeric
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    if delimiter == WHITESPACE:
+        return line.split()
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
+def _positional_names(count: int) -> list[str]:
+    return [f"column{i}" for i in range(1, count + 1)]
+
+
+def _unique_headers(cells: list[str], path: Path) -> list[str]:
+    headers = [cell.strip().lstrip("\ufeff") or f"column{i}" for i, cell in enumerate(cells, start=1)]
+    seen: set[str] = set()
+    for header in headers:
+        if header in seen:
+            raise InputError(f"{path}: the header names column {header!r} twice; rename one of them")
+        seen.add(header)
+    return headers
+
+
+def stage_file(con, path: Path, table: str, staging_dir: Path, *, force_no_header: bool = False) -> StagedFile:
+    """Stage one file as DuckDB table ``table`` (all text columns, plus ``source_row``) and describe it."""
+    suffix = _suffix(path)
+    if suffix in EXCEL_SUFFIXES:
+        return _stage_excel(con, path, table, force_no_header=force_no_header)
+    if suffix in PARQUET_SUFFIXES:
+        return _stage_parquet(con, path, table)
+    return _stage_text(con, path, table, staging_dir, force_no_header=force_no_header)
+
+
+def _stage_text(con, path: Path, table: str, staging_dir: Path, *, force_no_header: bool) -> StagedFile:
+    with _open_bytes(path) as handle:
+        sample = handle.read(SNIFF_BYTES)
+    if not sample.strip():
+        raise InputError(f"{path}: the file is empty; export the orders again")
+    encoding = _detect_encoding(sample, path)
+    readable = path
+    if encoding not in ("utf-8", "utf-8-sig"):
+        readable = _transcode_to_utf8(path, encoding, staging_dir)
+        log.info("event=transcoded file=%s encoding=%s", path, encoding)
+    text = sample.decode(encoding, errors="ignore").lstrip("\ufeff")
+    lines = [line for line in text.splitlines()[:-1] or text.splitlines() if line.strip()]
+    delimiter = _sniff_delimiter(lines, path)
+    first = _split(lines[0], delimiter)
+    second = _split(lines[1], delimiter) if len(lines) > 1 else None
+    has_header = not force_no_header and _looks_like_header(first, second)
+    headers = _unique_headers(first, path) if has_header else _positional_names(len(first))
+
+    first_data_line = 2 if has_header else 1
+    if delimiter == WHITESPACE:
+        relation = _read_whitespace(con, readable, headers, has_header)
+    else:
+        relation = _read_delimited(con, readable, headers, has_header, delimiter, path)
+    relation = relation.mutate(source_row=ibis.row_number() + first_data_line)
+    staged = con.create_table(table, relation, overwrite=True)
+    rows = staged.count().execute()
+    if rows == 0:
+        raise InputError(f"{path}: the file has a header but no rows; export the orders again")
+    return StagedFile(path, table, headers, has_header, encoding, delimiter, int(rows))
+
+
+def _read_delimited(con, path: Path, headers, has_header: bool, delimiter: str, original: Path):
+    try:
+        relation = con.read_csv(
+            str(path),
+            delim=delimiter,
+            header=has_header,
+            all_varchar=True,
+            quote='"',
+            escape='"',
+            null_padding=True,
+            names=headers,
+        )
+    except Exception as error:  # DuckDB raises its own error classes; map them to one message.
+        first_line = str(error).strip().splitlines()[0]
+        raise InputError(f"{original}: the file could not be read as a table ({first_line}); check the export") from error
+    return relation
+
+
+def _read_whitespace(con, path: Path, headers, has_header: bool):
+    """Read a file whose columns are separated by runs of spaces (leading spaces allowed), such as CDNOW."""
+    raw = con.read_csv(
+        str(path), delim="\x1f", header=False, columns={"line": "VARCHAR"}, quote="", escape="",
+    )
+    raw = raw.filter(raw.line.strip() != "")
+    if has_header:
+        raw = raw.mutate(_n=ibis.row_number()).filter(lambda t: t._n > 0).drop("_n")
+    tokens = raw.line.strip().re_split(r"\s+")
+    return raw.select(**{name: tokens[i] for i, name in enumerate(headers)})
+
+
+def _stage_excel(con, path: Path, table: str, *, force_no_header: bool) -> StagedFile:
+    try:
+        frame = pd.read_excel(path, sheet_name=0, header=None, dtype=str, keep_default_na=False)
+    except Exception as error:  # openpyxl raises several unrelated classes for broken files
+        raise InputError(f"{path}: the workbook could not be read ({error}); save it again as .xlsx") from error
+    frame = frame.loc[~(frame == "").all(axis=1)]
+    if frame.empty:
+        raise InputError(f"{path}: the first sheet is empty; put the orders on the first sheet")
+    first = [str(v) for v in frame.iloc[0]]
+    second = [str(v) for v in frame.iloc[1]] if len(frame) > 1 else None
+    has_header = not force_no_header and _looks_like_header(first, second)
+    headers = _unique_headers(first, path) if has_header else _positional_names(len(first))
+    data = frame.iloc[1:] if has_header else frame
+    sheet_rows = data.index.to_numpy() + 1  # pandas numbers sheet rows from 0
+    data = pd.DataFrame(data.to_numpy(), columns=headers).replace("", None)
+    data["source_row"] = sheet_rows
+    staged = con.create_table(table, data, overwrite=True)
+    return StagedFile(path, table, headers, has_header, "xlsx", None, int(staged.count().execute()))
+
+
+def _stage_parquet(con, path: Path, table: str) -> StagedFile:
+    relation = con.read_parquet(str(path))
+    headers = list(relation.columns)
+    relation = relation.select(**{name: relation[name].cast("string") for name in headers})
+    relation = relation.mutate(source_row=ibis.row_number() + 1)
+    staged = con.create_table(table, relation, overwrite=True)
+    rows = int(staged.count().execute())
+    if rows == 0:
+        raise InputError(f"{path}: the Parquet file has no rows")
+    return StagedFile(path, table, headers, True, "parquet", None, rows)

@@ -1,0 +1,38 @@
+"""The workspace: a folder holding revopt's DuckDB file and staging copies of input files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import ibis
+
+from revopt.errors import ConfigError
+
+__all__ = ["DATABASE_NAME", "DEFAULT_MEMORY_LIMIT", "open_workspace", "connect_backend"]
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "revopt.duckdb"
+# DuckDB spills to disk above this; a documented setting rather than a fraction of whatever machine runs it.
+DEFAULT_MEMORY_LIMIT = "4GB"
+
+
+def open_workspace(path: Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT):
+    """Create ``path`` if needed and connect to the DuckDB file in it; returns an Ibis DuckDB backend."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "staging").mkdir(exist_ok=True)
+    con = ibis.duckdb.connect(str(path / DATABASE_NAME))
+    con.raw_sql(f"SET memory_limit = '{memory_limit}'")
+    con.raw_sql(f"SET temp_directory = '{path / 'spill'}'")
+    log.info("event=workspace_opened path=%s memory_limit=%s", path, memory_limit)
+    return con
+
+
+def connect_backend(url: str):
+    """Connect to another Ibis backend by URL, for example ``pyspark://`` or ``postgres://user@host/db``."""
+    try:
+        return ibis.connect(url)
+    except Exception as error:  # each backend raises its own classes for a bad URL or a refused connection
+        raise ConfigError(f"backend {url!r} could not be connected: {error}; check the URL and that the backend "
+                          "package is installed") from error

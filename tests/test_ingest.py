@@ -1,0 +1,253 @@
+"""Ingest: formats, encodings, headers, dates, duplicates, cancellations, and real exports' counts."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+
+import ibis
+import pandas as pd
+import pytest
+
+from revopt.errors import ColumnMappingError, InputError, ParseError
+from revopt.ingest import load_orders, parse_map_options
+from revopt.ingest.columns import resolve_columns
+from revopt.ingest.parsing import detect_date_family, parse_timestamp
+
+from conftest import dataset
+
+
+def as_dates(series) -> list[dt.date]:
+    return sorted(pd.to_datetime(series).dt.date)
+
+
+def load(path, tmp_path, **options):
+    con = ibis.duckdb.connect()
+    tables, staged, mapping = load_orders(path, con=con, staging_dir=tmp_path / "staging", **options)
+    return tables, staged, mapping
+
+
+CHINESE_ROWS = [
+    ["订单编号", "买家会员名", "手机号", "下单时间", "商品名称", "实付金额", "订单状态"],
+    ["A001", "tb_王小明", "13800138000", "2024-06-18 20:15:00", "连衣裙", "199.00", "交易成功"],
+    ["A002", "tb_王小明", "13800138000", "2024-06-18 21:00:00", "T恤", "59.90", "交易成功"],
+    ["A003", "0012", "13900139000", "2024-11-11 00:05:00", "口红", "￥1,280.00", "交易成功"],
+    ["A004", "0012", "13900139000", "2024-11-12 10:00:00", "面霜", "300", "交易关闭"],
+    ["A005", "", "", "2024-11-12 11:00:00", "袜子", "20", "交易成功"],
+]
+
+
+def write_csv(path, rows, encoding):
+    with open(path, "w", encoding=encoding, newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "gb18030", "utf-8", "utf-8-sig"])
+def test_chinese_headers_any_encoding(tmp_path, encoding):
+    path = write_csv(tmp_path / "orders.csv", CHINESE_ROWS, encoding)
+    tables, staged, mapping = load(path, tmp_path)
+
+    assert mapping.columns["customer_id"] == "买家会员名"
+    assert mapping.columns["order_id"] == "订单编号"
+    assert mapping.columns["date"] == "下单时间"
+    assert mapping.columns["amount"] == "实付金额"
+    lines = tables.lines.to_pandas().sort_values("source_row")
+    assert lines.customer_id.tolist()[:3] == ["tb_王小明", "tb_王小明", "0012"]
+    assert pd.isna(lines.customer_id.iloc[3])
+    assert lines.amount.tolist() == [199.0, 59.9, 1280.0, 20.0]
+    assert tables.stats["cancelled_rows"] == 1
+    assert tables.stats["rows_without_customer_id"] == 1
+
+
+def test_same_day_orders_merge_into_one_purchase(tmp_path):
+    path = write_csv(tmp_path / "orders.csv", CHINESE_ROWS, "gbk")
+    tables, _, _ = load(path, tmp_path)
+
+    purchases = tables.purchases.to_pandas().set_index("customer_id")
+    assert purchases.loc["tb_王小明", "amount"] == pytest.approx(258.9)
+    assert purchases.loc["tb_王小明", "orders"] == 2
+    assert tables.stats["purchases_merged"] == 1
+
+
+def test_leading_zeros_and_phone_stay_text(tmp_path):
+    rows = [["手机号", "下单时间", "实付金额"], ["013800138000", "2024-01-02", "10"], ["13800138000", "2024-01-03", "5"]]
+    tables, _, mapping = load(write_csv(tmp_path / "o.csv", rows, "utf-8"), tmp_path)
+
+    assert mapping.columns["customer_id"] == "手机号"
+    assert sorted(tables.lines.to_pandas().customer_id) == ["013800138000", "13800138000"]
+
+
+def test_business_time_zone_moves_the_day(tmp_path):
+    rows = [["customer_id", "order_time", "amount"], ["c1", "2024-03-01T17:30:00Z", "10"]]
+    path = write_csv(tmp_path / "o.csv", rows, "utf-8")
+    shanghai, _, _ = load(path, tmp_path, tz="Asia/Shanghai")
+    utc, _, _ = load(path, tmp_path, tz="UTC")
+
+    assert as_dates(shanghai.lines.to_pandas().order_date) == [dt.date(2024, 3, 2)]
+    assert as_dates(utc.lines.to_pandas().order_date) == [dt.date(2024, 3, 1)]
+
+
+def test_xlsx_with_dates_and_numbers(tmp_path):
+    frame = pd.DataFrame({
+        "会员ID": ["007", "008"],
+        "下单时间": [pd.Timestamp("2024-05-01 10:00"), pd.Timestamp("2024-05-02 11:00")],
+        "数量": [2, 1],
+        "单价": [9.5, 100.0],
+    })
+    path = tmp_path / "orders.xlsx"
+    frame.to_excel(path, index=False)
+    tables, staged, mapping = load(path, tmp_path)
+
+    lines = tables.lines.to_pandas().sort_values("source_row")
+    assert lines.customer_id.tolist() == ["007", "008"]
+    assert lines.amount.tolist() == [19.0, 100.0]
+    assert as_dates(lines.order_date) == [dt.date(2024, 5, 1), dt.date(2024, 5, 2)]
+    assert lines.source_row.tolist() == [2, 3]
+
+
+def test_excel_serial_dates(tmp_path):
+    rows = [["customer", "date", "amount"], ["a", "45292", "1"], ["b", "45293.5", "2"]]
+    tables, _, _ = load(write_csv(tmp_path / "o.csv", rows, "utf-8"), tmp_path)
+
+    assert as_dates(tables.lines.to_pandas().order_date) == [dt.date(2024, 1, 1), dt.date(2024, 1, 2)]
+
+
+def test_ambiguous_day_month_stops(tmp_path):
+    rows = [["customer", "date", "amount"], ["a", "03/04/2024", "1"], ["b", "05/06/2024", "2"]]
+    path = write_csv(tmp_path / "o.csv", rows, "utf-8")
+
+    with pytest.raises(ParseError, match="--dayfirst"):
+        load(path, tmp_path)
+    tables, _, _ = load(path, tmp_path, dayfirst=True)
+    assert as_dates(tables.lines.to_pandas().order_date) == [dt.date(2024, 4, 3), dt.date(2024, 6, 5)]
+    tables, _, _ = load(path, tmp_path, date_format="%m/%d/%Y")
+    assert as_dates(tables.lines.to_pandas().order_date) == [dt.date(2024, 3, 4), dt.date(2024, 5, 6)]
+
+
+def test_day_first_detected_when_day_above_twelve(tmp_path):
+    rows = [["customer", "date", "amount"], ["a", "25/12/2024", "1"], ["b", "05/06/2024", "2"]]
+    tables, _, _ = load(write_csv(tmp_path / "o.csv", rows, "utf-8"), tmp_path)
+
+    assert as_dates(tables.lines.to_pandas().order_date) == [dt.date(2024, 6, 5), dt.date(2024, 12, 25)]
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty"):
+        load(empty, tmp_path)
+
+    binary = tmp_path / "picture.csv"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20)
+    with pytest.raises(InputError, match="binary"):
+        load(binary, tmp_path)
+
+    no_customer = write_csv(tmp_path / "nc.csv", [["date", "amount"], ["2024-01-01", "3"]], "utf-8")
+    with pytest.raises(ColumnMappingError, match="customer_id.*columns found: date, amount"):
+        load(no_customer, tmp_path)
+
+    bad_dates = write_csv(tmp_path / "bd.csv", [["customer", "date", "amount"], ["a", "yesterday", "1"]], "utf-8")
+    with pytest.raises(ParseError, match="no value parses as a date"):
+        load(bad_dates, tmp_path)
+
+    rows = [["customer", "date", "amount"]] + [["a", "2024-01-01", "abc"]] * 3 + [["b", "2024-01-02", "4"]]
+    with pytest.raises(ParseError, match=r"3 of 4 rows have amounts that are not numbers.*bd2.csv row 2, column amount"):
+        load(write_csv(tmp_path / "bd2.csv", rows, "utf-8"), tmp_path)
+
+    with pytest.raises(ColumnMappingError, match="mapped twice"):
+        parse_map_options(["a=customer_id", "b=customer_id"])
+
+
+def test_ambiguous_headers_stop(tmp_path):
+    with pytest.raises(ColumnMappingError, match="all look like the customer_id field"):
+        resolve_columns(["CustomerID", "customer_id", "date", "amount"], source="x.csv")
+
+
+def test_few_bad_rows_are_rejected_not_fatal(tmp_path):
+    rows = [["customer", "date", "amount"]] + [["a", f"2024-01-{day:02d}", "1"] for day in range(1, 31)]
+    rows.append(["b", "2024-02-30", "2"])
+    tables, _, _ = load(write_csv(tmp_path / "o.csv", rows, "utf-8"), tmp_path, max_invalid_share=0.05)
+
+    rejected = tables.rejected.to_pandas()
+    assert rejected.reason.tolist() == ["invalid_date"]
+    assert rejected.source_row.tolist() == [32]
+    assert rejected.raw_date.tolist() == ["2024-02-30"]
+
+
+def test_folder_of_files_read_as_one(tmp_path):
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    write_csv(folder / "a.csv", [["customer", "date", "amount"], ["a", "2024-01-01", "1"]], "utf-8")
+    write_csv(folder / "b.csv", [["customer", "date", "amount"], ["a", "2024-01-05", "2"]], "gbk")
+    tables, staged, _ = load(folder, tmp_path)
+
+    assert len(staged) == 2
+    assert tables.purchases.count().execute() == 2
+
+
+def test_online_retail_counts_match_source(tmp_path):
+    path = dataset("online_retail", "online_retail.csv.gz")
+    kept, _, _ = load(path, tmp_path, duplicates="keep")
+    lines = kept.lines
+    is_cancellation = lines.order_id.startswith("C")
+    counts = lines.aggregate(
+        cancellations=is_cancellation.sum(),
+        other_negative=((lines.quantity < 0) & ~is_cancellation).sum(),
+        without_customer=lines.customer_id.isnull().sum(),
+    ).to_pandas().iloc[0]
+
+    # Figures stated in the dataset's SOURCE.md (UCI Online Retail).
+    assert kept.stats["rows_read"] == 541_909
+    assert counts.cancellations == 9_288
+    assert counts.other_negative == 1_336
+    assert counts.without_customer == 135_080
+    # Returns also include the 2 "Adjust bad debt" lines with a negative price.
+    assert kept.stats["return_rows"] == 9_288 + 1_336 + 2
+
+    deduplicated, _, _ = load(path, tmp_path)
+    assert deduplicated.stats["duplicates_dropped"] == 5_268
+    assert deduplicated.stats["rejected_by_reason"] == {"duplicate": 5_268}
+    assert deduplicated.stats["rows_kept"] == 541_909 - 5_268
+
+
+def test_cdnow_master_whitespace_file(tmp_path):
+    tables, staged, mapping = load(dataset("cdnow", "CDNOW_master.txt"), tmp_path)
+
+    assert staged[0].delimiter == "whitespace"
+    assert mapping.columns == {"customer_id": "customer_id", "date": "date", "amount": "dollar_value"}
+    # SOURCE.md: 69,659 rows, 23,570 customers, 2,068 rows on the same customer and day as another row.
+    assert tables.stats["rows_read"] == 69_659
+    assert tables.purchases.customer_id.nunique().execute() == 23_570
+    assert tables.stats["purchases_merged"] == 2_068
+    # Without an order id identical rows can be separate orders, so the 255 are kept.
+    assert tables.stats["identical_rows_kept"] == 255
+    assert tables.lines.customer_id.min().execute() == "00001"
+
+
+def test_groceries_day_first_detected(tmp_path):
+    path = dataset("groceries", "groceries_member_date_item.csv")
+    table = ibis.duckdb.connect().read_csv(str(path), all_varchar=True)
+
+    family = detect_date_family(table, "Date", dayfirst=None, source=str(path), column_label="Date")
+    parsed = table.aggregate(
+        first=parse_timestamp(table.Date, family).min(), last=parse_timestamp(table.Date, family).max(),
+        failed=parse_timestamp(table.Date, family).isnull().sum(),
+    ).to_pandas().iloc[0]
+
+    # SOURCE.md: dd-mm-yyyy dates from 2014-01-01 to 2015-12-30.
+    assert family.name == "dmy_dash"
+    assert parsed.failed == 0
+    assert parsed["first"] == pd.Timestamp("2014-01-01")
+    assert parsed["last"] == pd.Timestamp("2015-12-30")
+
+
+def test_gzip_text_gbk(tmp_path):
+    path = tmp_path / "orders.csv.gz"
+    with gzip.open(path, "wt", encoding="gbk") as handle:
+        csv.writer(handle).writerows(CHINESE_ROWS)
+    tables, staged, _ = load(path, tmp_path)
+
+    assert staged[0].encoding == "gb18030"
+    assert tables.stats["rows_read"] == 5
