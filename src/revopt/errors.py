@@ -32,7 +32,31 @@ __all__ = [
 
 
 class RevoptError(Exception):
-    """Base class of every error raised by revopt."""
+    """Base class of every error raised by revopt.
+
+    An error raised with ``message_id`` takes its text from the message catalog, so that the CLI
+    can show it in the operator's language with :meth:`localized`; ``str(error)`` is the English text.
+    """
+
+    def __init__(self, text: str | None = None, *, message_id: str | None = None, **fields) -> None:
+        self.message_id = message_id
+        self.fields = fields
+        super().__init__(text if text is not None else self.localized("en"))
+
+    def localized(self, language: str) -> str:
+        """Return the message in ``language`` where the catalog has it, else the English text.
+
+        A field that is itself a RevoptError (a detail such as the first bad row) is localized too.
+        """
+        if self.message_id is None:
+            return str(self)
+        from revopt.i18n import message
+
+        fields = {
+            name: value.localized(language) if isinstance(value, RevoptError) else value
+            for name, value in self.fields.items()
+        }
+        return message(self.message_id, language, **fields)
 
 
 class InputError(RevoptError, ValueError):
@@ -92,5 +116,6 @@ def check_range(
         right = "]" if high_inclusive else ")"
         low_text = "-inf" if low is None else f"{low:g}"
         high_text = "inf" if high is None else f"{high:g}"
-        raise ConfigError(f"{name} must be in {left}{low_text}, {high_text}{right}; got {value!r}")
+        raise ConfigError(message_id="errors.out_of_range", name=name,
+                          interval=f"{left}{low_text}, {high_text}{right}", value=repr(value))
     return value

@@ -64,8 +64,9 @@ def customer_summary(purchases: ibis.Table, *, calibration_end: dt.date, time_un
         frequency=frequency,
         recency_days=recency_days,
         T_days=T_days,
-        recency=recency_days / days_per_unit,
-        T=T_days / days_per_unit,
+        # Cast first: Spark divides an integer by a literal in DECIMAL with 6 digits of scale.
+        recency=recency_days.cast("float64") / days_per_unit,
+        T=T_days.cast("float64") / days_per_unit,
         revenue=grouped.revenue,
         monetary_value=ibis.ifelse(frequency > 0, grouped.repeat_revenue / frequency, None),
     )

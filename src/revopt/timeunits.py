@@ -45,8 +45,6 @@ def parse_horizon(text: str, time_unit: str) -> float:
     """
     match = _HORIZON_PATTERN.match(text)
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(
-            f"horizon {text!r} is not valid; write a positive number and a unit letter, for example 12M, 52W, 365D or 1Y"
-        )
+        raise ConfigError(message_id="errors.bad_horizon", text=repr(text))
     days = float(match.group(1)) * _HORIZON_DAYS[match.group(2).upper()]
     return days_to_units(days, time_unit)

@@ -81,10 +81,8 @@ def load_orders(
         file = stage_file(con, path, f"staged_{index}", staging_dir, force_no_header=positional)
         mapping = resolve_columns(file.headers, overrides, source=str(path))
         if mappings and set(mapping.columns) != set(mappings[0].columns):
-            raise ColumnMappingError(
-                f"{path}: has fields {', '.join(sorted(mapping.columns))} but {files[0]} has "
-                f"{', '.join(sorted(mappings[0].columns))}; files read together must hold the same fields"
-            )
+            raise ColumnMappingError(message_id="errors.files_differ", path=path, fields=", ".join(sorted(mapping.columns)),
+                                     first_path=files[0], first_fields=", ".join(sorted(mappings[0].columns)))
         log.info("event=staged file=%s rows=%d encoding=%s header=%s columns=%s", path, file.rows, file.encoding,
                  file.has_header, mapping.columns)
         staged.append(file)
@@ -103,6 +101,7 @@ def load_orders(
         tz=tz,
         duplicates=duplicates,
         max_invalid_share=max_invalid_share,
+        source=", ".join(path.name for path in files),
     )
     tables.stats["files"] = [str(path) for path in files]
     tables.stats["columns"] = dict(mapping.columns)

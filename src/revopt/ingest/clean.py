@@ -5,7 +5,7 @@ The rules, applied in this order to every row:
 1. An exact duplicate of an earlier row is dropped (reason ``duplicate``) when rows carry an order
    id. Without an order id two identical rows can be two real orders on one day (CDNOW has 255
    such rows), so they are kept unless ``duplicates="drop"``.
-2. A row whose order status says the order was closed, cancelled or refunded is excluded
+2. A row whose order status marks the order as closed, cancelled or refunded is excluded
    (``cancelled_status``).
 3. A row whose date or amount is empty or does not parse is rejected with that reason.
 4. A kept row with a negative quantity or amount, or an order id starting with ``C`` (a
@@ -71,17 +71,20 @@ def build_raw(staged: list[StagedFile], mappings: list[ColumnMapping], con) -> i
     return ibis.union(*parts) if len(parts) > 1 else parts[0]
 
 
-def _first_bad(table, condition, column_label: str, source_column: str):
+def _first_bad(table, condition, column_label: str, source_column: str) -> dict:
     row = table.filter(condition).order_by(["source_file", "source_row"]).limit(1).to_pandas()
     if row.empty:
-        return ""
+        return {}
     first = row.iloc[0]
-    return f"first at {first.source_file} row {first.source_row}, column {column_label}: {first[source_column]!r}"
+    return {"file": first.source_file, "row": int(first.source_row), "column": column_label,
+            "value": repr(first[source_column])}
 
 
-def _check_share(bad: int, total: int, *, what: str, where: str, fix: str, max_invalid_share: float) -> None:
+def _check_share(bad: int, total: int, *, message_id: str, where: dict, max_invalid_share: float) -> None:
+    """Raise ParseError when more than ``max_invalid_share`` of ``total`` values failed; name the first one."""
     if total and bad / total > max_invalid_share:
-        raise ParseError(f"{bad:,} of {total:,} rows have {what} ({where}); {fix}")
+        raise ParseError(message_id=message_id, bad=bad, total=total,
+                         where=ParseError(message_id="errors.first_bad", **where))
 
 
 def clean_orders(
@@ -97,6 +100,7 @@ def clean_orders(
     duplicates: str = "auto",
     max_invalid_share: float = 0.01,
     table_prefix: str = "",
+    source: str = "input",
 ) -> CleanTables:
     """Parse, check and classify raw rows; materialise ``lines``, ``purchases`` and ``rejected`` tables.
 
@@ -112,7 +116,7 @@ def clean_orders(
 
     family: DateFamily | None = None
     if date_format is None:
-        family = detect_date_family(raw, "raw_date", dayfirst=dayfirst, source="input",
+        family = detect_date_family(raw, "raw_date", dayfirst=dayfirst, source=source,
                                     column_label=column_labels["date"])
     timestamp = parse_timestamp(raw.raw_date.strip(), family, tz=tz, date_format=date_format)
     if amount_from_lines:
@@ -156,17 +160,15 @@ def clean_orders(
 
     stats = _count(parsed)
     _check_share(
-        stats["bad_dates"], stats["non_empty_dates"], what="dates that do not parse",
+        stats["bad_dates"], stats["non_empty_dates"], message_id="errors.bad_dates",
         where=_first_bad(parsed, (parsed.reason == "invalid_date"), column_labels["date"], "raw_date"),
-        fix="fix those values, pass --dayfirst, or give the format with --date-format",
         max_invalid_share=max_invalid_share,
     )
     amount_label = column_labels.get("amount") or f"{column_labels.get('quantity')} × {column_labels.get('unit_price')}"
     amount_source = "raw_amount" if not amount_from_lines else "raw_quantity"
     _check_share(
-        stats["bad_amounts"], stats["non_empty_amounts"], what="amounts that are not numbers",
+        stats["bad_amounts"], stats["non_empty_amounts"], message_id="errors.bad_amounts",
         where=_first_bad(parsed, (parsed.reason == "invalid_amount"), amount_label, amount_source),
-        fix="fix those values or map the right column with --map COLUMN=amount",
         max_invalid_share=max_invalid_share,
     )
 

@@ -59,7 +59,7 @@ def normalise_header(header: str) -> str:
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """Which source column (by name) feeds each field; fields not present are absent from ``columns``."""
+    """Source column name per field, and how each was found; fields without a column are absent."""
 
     columns: dict[str, str]
     recognised_by: dict[str, str]
@@ -79,21 +79,17 @@ def parse_map_options(options: list[str] | tuple[str, ...] | None) -> dict[str, 
     for option in options or ():
         match = _MAP_PATTERN.match(option)
         if not match:
-            raise ColumnMappingError(f"--map {option!r} is not COLUMN=FIELD; for example --map 买家会员名=customer_id")
+            raise ColumnMappingError(message_id="errors.map_syntax", option=repr(option))
         column, field = match.group(1), match.group(2)
         if field not in FIELDS:
-            raise ColumnMappingError(
-                f"--map {option!r}: field {field!r} is unknown; valid fields: {', '.join(FIELDS)}"
-            )
+            raise ColumnMappingError(message_id="errors.map_unknown_field", option=repr(option), field=repr(field),
+                                     fields=", ".join(FIELDS))
         if column in by_column:
-            raise ColumnMappingError(
-                f"--map: column {column!r} is mapped twice ({by_column[column]} and {field}); map each column once"
-            )
+            raise ColumnMappingError(message_id="errors.map_column_twice", column=repr(column),
+                                     first=by_column[column], second=field)
         if field in by_field:
-            raise ColumnMappingError(
-                f"--map: field {field!r} is mapped twice (columns {by_field[field]!r} and {column!r}); "
-                "map each field once"
-            )
+            raise ColumnMappingError(message_id="errors.map_field_twice", field=repr(field),
+                                     first=repr(by_field[field]), second=repr(column))
         by_column[column] = field
         by_field[field] = column
     return by_column
@@ -107,10 +103,8 @@ def _resolve_explicit(headers: list[str], overrides: dict[str, str], source: str
         elif column.isdigit() and 1 <= int(column) <= len(headers):
             columns[field] = headers[int(column) - 1]
         else:
-            raise ColumnMappingError(
-                f"{source}: --map {column}={field}: no column {column!r}; columns found: {', '.join(headers)} "
-                f"(positions 1 to {len(headers)})"
-            )
+            raise ColumnMappingError(message_id="errors.map_no_column", source=source, column=column, field=field,
+                                     found=", ".join(headers), count=len(headers))
     return columns
 
 
@@ -132,10 +126,8 @@ def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None,
         for group in groups:
             matches = [h for h in headers if h not in taken and normalised[h] in group]
             if len(matches) > 1:
-                raise ColumnMappingError(
-                    f"{source}: columns {', '.join(repr(m) for m in matches)} all look like the {field} field; "
-                    f"choose one with --map {matches[0]}={field}"
-                )
+                raise ColumnMappingError(message_id="errors.ambiguous_columns", source=source,
+                                         columns=", ".join(repr(m) for m in matches), field=field, first=matches[0])
             if matches:
                 columns[field] = matches[0]
                 recognised_by[field] = "header"
@@ -147,9 +139,6 @@ def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None,
     if needed or not has_amount:
         if not has_amount:
             needed.append("amount (or quantity and unit_price)")
-        raise ColumnMappingError(
-            f"{source}: no column found for {', '.join(needed)}; columns found: {', '.join(headers)}. "
-            "Name the columns with --map, for example --map 买家会员名=customer_id --map 下单时间=date "
-            "--map 实付金额=amount (or --map 3=date by position for a file without a header)"
-        )
+        raise ColumnMappingError(message_id="errors.missing_columns", source=source, needed=", ".join(needed),
+                                 found=", ".join(headers))
     return ColumnMapping(columns=columns, recognised_by=recognised_by)

@@ -67,15 +67,13 @@ def discover_files(orders: str | Path) -> list[Path]:
         where = f"pattern {text}"
     elif path.is_file():
         if _suffix(path) not in SUPPORTED_SUFFIXES:
-            raise InputError(
-                f"{text}: file type {_suffix(path) or '(none)'} is not supported; "
-                f"use one of {', '.join(SUPPORTED_SUFFIXES)} (optionally .gz for text)"
-            )
+            raise InputError(message_id="errors.unsupported_type", path=text, suffix=_suffix(path) or "(none)",
+                             supported=", ".join(SUPPORTED_SUFFIXES))
         return [path]
     else:
-        raise InputError(f"{text}: no such file or folder; check the path")
+        raise InputError(message_id="errors.no_such_path", path=text)
     if not files:
-        raise InputError(f"{where}: no {', '.join(SUPPORTED_SUFFIXES)} files found")
+        raise InputError(message_id="errors.no_files", where=where, supported=", ".join(SUPPORTED_SUFFIXES))
     return files
 
 
@@ -97,7 +95,7 @@ def _detect_encoding(sample: bytes, path: Path) -> str:
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     if b"\x00" in sample:
-        raise InputError(f"{path}: the file holds binary data, not a text table; export it as CSV, .xlsx or Parquet")
+        raise InputError(message_id="errors.binary_file", path=path)
     for encoding in ("utf-8", "gb18030"):
         try:
             codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
@@ -108,7 +106,7 @@ def _detect_encoding(sample: bytes, path: Path) -> str:
 
     best = from_bytes(sample).best()
     if best is None:
-        raise InputError(f"{path}: the text encoding could not be detected; save the file as UTF-8")
+        raise InputError(message_id="errors.unknown_encoding", path=path)
     return best.encoding
 
 
@@ -122,10 +120,8 @@ def _transcode_to_utf8(path: Path, encoding: str, staging_dir: Path) -> Path:
             try:
                 sink.write(decoder.decode(block))
             except UnicodeDecodeError as error:
-                raise InputError(
-                    f"{path}: byte {offset + error.start} is not valid {encoding}; "
-                    "save the file as UTF-8 or GB18030 and run again"
-                ) from error
+                raise InputError(message_id="errors.bad_encoding", path=path, offset=offset + error.start,
+                                 encoding=encoding) from error
             offset += len(block)
         sink.write(decoder.decode(b"", final=True))
     return target
@@ -141,10 +137,7 @@ def _sniff_delimiter(lines: list[str], path: Path) -> str:
     token_counts = {len(line.split()) for line in lines[:50] if line.strip()}
     if len(token_counts) == 1 and token_counts.pop() > 1:
         return WHITESPACE
-    raise InputError(
-        f"{path}: no column delimiter found (tried comma, tab, semicolon, pipe and runs of spaces); "
-        "this does not look like a table. Export the orders as CSV, .xlsx or Parquet"
-    )
+    raise InputError(message_id="errors.not_a_table", path=path)
 
 
 def _looks_like_header(first: list[str], second: list[str] | None) -> bool:
@@ -171,7 +164,7 @@ def _unique_headers(cells: list[str], path: Path) -> list[str]:
     seen: set[str] = set()
     for header in headers:
         if header in seen:
-            raise InputError(f"{path}: the header names column {header!r} twice; rename one of them")
+            raise InputError(message_id="errors.duplicate_header", path=path, column=repr(header))
         seen.add(header)
     return headers
 
@@ -190,7 +183,7 @@ def _stage_text(con, path: Path, table: str, staging_dir: Path, *, force_no_head
     with _open_bytes(path) as handle:
         sample = handle.read(SNIFF_BYTES)
     if not sample.strip():
-        raise InputError(f"{path}: the file is empty; export the orders again")
+        raise InputError(message_id="errors.empty_file", path=path)
     encoding = _detect_encoding(sample, path)
     readable = path
     if encoding not in ("utf-8", "utf-8-sig"):
@@ -213,7 +206,7 @@ def _stage_text(con, path: Path, table: str, staging_dir: Path, *, force_no_head
     staged = con.create_table(table, relation, overwrite=True)
     rows = staged.count().execute()
     if rows == 0:
-        raise InputError(f"{path}: the file has a header but no rows; export the orders again")
+        raise InputError(message_id="errors.header_only", path=path)
     return StagedFile(path, table, headers, has_header, encoding, delimiter, int(rows))
 
 
@@ -231,7 +224,7 @@ def _read_delimited(con, path: Path, headers, has_header: bool, delimiter: str, 
         )
     except Exception as error:  # DuckDB raises its own error classes; map them to one message.
         first_line = str(error).strip().splitlines()[0]
-        raise InputError(f"{original}: the file could not be read as a table ({first_line}); check the export") from error
+        raise InputError(message_id="errors.unreadable_table", path=original, detail=first_line) from error
     return relation
 
 
@@ -251,10 +244,10 @@ def _stage_excel(con, path: Path, table: str, *, force_no_header: bool) -> Stage
     try:
         frame = pd.read_excel(path, sheet_name=0, header=None, dtype=str, keep_default_na=False)
     except Exception as error:  # openpyxl raises several unrelated classes for broken files
-        raise InputError(f"{path}: the workbook could not be read ({error}); save it again as .xlsx") from error
+        raise InputError(message_id="errors.unreadable_workbook", path=path, detail=error) from error
     frame = frame.loc[~(frame == "").all(axis=1)]
     if frame.empty:
-        raise InputError(f"{path}: the first sheet is empty; put the orders on the first sheet")
+        raise InputError(message_id="errors.empty_sheet", path=path)
     first = [str(v) for v in frame.iloc[0]]
     second = [str(v) for v in frame.iloc[1]] if len(frame) > 1 else None
     has_header = not force_no_header and _looks_like_header(first, second)
@@ -275,5 +268,5 @@ def _stage_parquet(con, path: Path, table: str) -> StagedFile:
     staged = con.create_table(table, relation, overwrite=True)
     rows = int(staged.count().execute())
     if rows == 0:
-        raise InputError(f"{path}: the Parquet file has no rows")
+        raise InputError(message_id="errors.header_only", path=path)
     return StagedFile(path, table, headers, True, "parquet", None, rows)

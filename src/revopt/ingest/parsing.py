@@ -134,17 +134,12 @@ def detect_date_family(table, column: str, *, dayfirst: bool | None, source: str
     best = max(family_counts.values())
     if total == 0 or best == 0:
         examples = values.limit(3).to_pandas()["value"].tolist()
-        raise ParseError(
-            f"{source}, column {column_label}: no value parses as a date (examples: {', '.join(map(repr, examples))}); "
-            "use ISO dates such as 2024-06-18 or 2024-06-18 20:15:00, or pass --date-format, e.g. --date-format %d.%m.%Y"
-        )
+        raise ParseError(message_id="errors.no_dates", source=source, column=column_label,
+                         examples=", ".join(map(repr, examples)))
     leaders = [_FAMILIES_BY_NAME[name] for name, count in family_counts.items() if count == best]
     ordered = [family for family in leaders if family.day_first is not None]
     if len(leaders) > 1 and ordered and dayfirst is None:
-        raise ParseError(
-            f"{source}, column {column_label}: every date parses both day-first and month-first "
-            "(for example 03/04/2024); pass --dayfirst if days come first, or --date-format %m/%d/%Y if months do"
-        )
+        raise ParseError(message_id="errors.ambiguous_dates", source=source, column=column_label)
     if len(leaders) > 1 and ordered:
         chosen = next(family for family in ordered if family.day_first == dayfirst)
     else:
