@@ -1,0 +1,458 @@
+"""The main job: order export in, scored customers, model, KPIs, report and rejected rows out.
+
+``analyze`` runs the steps in order: ingest (files to clean lines and daily purchases), customer
+summaries and KPIs in the engine, BG/NBD and Gamma-Gamma fits on compressed statistics, scoring
+joined back in the engine, RFM segments and value tiers, then the output files. Outputs are
+written into a temporary folder beside ``out_dir`` and moved into place only when every step
+succeeded, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ibis
+from ibis import _
+import numpy as np
+import pandas as pd
+
+from revopt import segments as seg
+from revopt.errors import ConfigError, InputError, check_range
+from revopt.i18n import detect_language
+from revopt.ingest import load_orders
+from revopt.kpis import compute_kpis
+from revopt.models import BetaGeoModel, GammaGammaModel, customer_lifetime_value
+from revopt.summary import compressed_statistics, customer_summary, holdout_counts
+from revopt.timeunits import DAYS_PER_UNIT, check_time_unit, parse_horizon
+from revopt.workspace import DEFAULT_MEMORY_LIMIT, connect_backend, open_workspace
+
+__all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("customers.parquet", "customers.csv", "model.json", "kpis.json", "report.html", "rejected.csv")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Options of one ``analyze`` run; the CLI maps its flags onto these fields one to one."""
+
+    calibration_end: dt.date | None = None
+    time_unit: str = "week"
+    horizon: str = "12M"
+    discount_rate: float = 0.10
+    margin: float = 1.0
+    tz: str | None = None
+    currency: str = "CNY"
+    language: str | None = None
+    column_map: tuple[str, ...] = ()
+    dayfirst: bool | None = None
+    date_format: str | None = None
+    duplicates: str = "auto"
+    max_invalid_share: float = 0.01
+    workspace: Path | None = None
+    backend: object = None  # an Ibis backend URL such as pyspark://, or a connected Ibis backend
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+
+    def validated(self) -> AnalysisSettings:
+        check_time_unit(self.time_unit)
+        parse_horizon(self.horizon, self.time_unit)
+        check_range("discount rate", self.discount_rate, low=0.0, high=1.0)
+        check_range("margin", self.margin, low=0.0, high=1.0, low_inclusive=False)
+        check_range("max invalid share", self.max_invalid_share, low=0.0, high=1.0)
+        detect_language(self.language)
+        if self.tz is not None:
+            _check_time_zone(self.tz)
+        return self
+
+
+def _check_time_zone(tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ConfigError(message_id="errors.bad_time_zone", tz=repr(tz)) from error
+
+
+@dataclass
+class AnalysisResult:
+    """Outputs of ``analyze``: the output folder, the fitted models and the summaries behind the files."""
+
+    out_dir: Path
+    customers: pd.DataFrame
+    model: dict
+    kpis: dict
+    ingest: dict
+    tracking: pd.DataFrame | None
+    timings: dict = field(default_factory=dict)
+    bg_nbd: BetaGeoModel | None = None
+    gamma_gamma: GammaGammaModel | None = None
+
+
+class _StepTimer:
+    """Log each step with its duration; pass a progress callback to show steps to an operator."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, step: str):
+        timer = self
+
+        class _Step:
+            def __enter__(self):
+                if timer.progress:
+                    timer.progress(step)
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                elapsed = time.perf_counter() - self.start
+                timer.timings[step] = elapsed
+                log.info("event=step_done step=%s seconds=%.3f", step, elapsed)
+
+        return _Step()
+
+
+def analyze(
+    orders: str | Path,
+    out_dir: str | Path,
+    settings: AnalysisSettings = AnalysisSettings(),
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> AnalysisResult:
+    """Run the main job on ``orders`` and write every output file into ``out_dir``.
+
+    Raises
+    ------
+    InputError, ConfigError
+        Bad input or options; nothing is written into ``out_dir``.
+    """
+    settings = settings.validated()
+    language = detect_language(settings.language)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    step = _StepTimer(progress)
+    scratch = Path(tempfile.mkdtemp(prefix=".revopt-", dir=out_dir))
+    temporary_workspace = settings.workspace is None
+    workspace = scratch / "workspace" if temporary_workspace else Path(settings.workspace)
+    try:
+        result = _run(orders, scratch, workspace, settings, language, step)
+        for name in OUTPUT_FILES:
+            (scratch / name).replace(out_dir / name)
+        result.out_dir = out_dir
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, language: str, step) -> AnalysisResult:
+    con = open_workspace(workspace, memory_limit=settings.memory_limit)
+    with step("ingest"):
+        tables, staged, mapping = load_orders(
+            orders, con=con, staging_dir=workspace / "staging", column_map=list(settings.column_map),
+            dayfirst=settings.dayfirst, date_format=settings.date_format, tz=settings.tz,
+            duplicates=settings.duplicates, max_invalid_share=settings.max_invalid_share,
+        )
+    ingest = dict(tables.stats)
+    log.info("event=ingest_done rows_read=%d rows_kept=%d rows_rejected=%d purchases=%d", ingest["rows_read"],
+             ingest["rows_kept"], ingest["rows_rejected"], ingest["purchases"])
+
+    lines, purchases = tables.lines, tables.purchases
+    if settings.backend:
+        lines, purchases = _move_to_backend(settings.backend, lines, purchases)
+
+    observation_end = _to_date(purchases.order_date.max().execute())
+    if observation_end is None:
+        raise InputError(message_id="errors.no_purchases", source=orders)
+    calibration_end = settings.calibration_end or observation_end
+    first_date = _to_date(purchases.order_date.min().execute())
+    if not first_date <= calibration_end <= observation_end:
+        raise ConfigError(message_id="errors.calibration_outside", calibration_end=calibration_end,
+                          first=first_date, last=observation_end)
+    holdout = calibration_end < observation_end
+
+    with step("kpis"):
+        kpis = compute_kpis(lines, purchases, period="month")
+        kpis["currency"] = settings.currency
+
+    with step("fit"):
+        calibration = customer_summary(purchases, calibration_end=calibration_end, time_unit=settings.time_unit)
+        bg_nbd, gamma_gamma, spend_excluded = _fit_models(calibration, settings.time_unit)
+
+    with step("score"):
+        customers = _score_customers(
+            purchases, lines, bg_nbd, gamma_gamma, observation_end=observation_end, settings=settings
+        )
+        customers = _add_segments(customers, observation_end, language)
+    model = _model_json(bg_nbd, gamma_gamma, settings, calibration_end, observation_end, spend_excluded)
+    model["rfm_edges"] = customers.attrs.pop("rfm_edges")
+
+    tracking = None
+    if holdout:
+        with step("holdout"):
+            model["holdout"] = _holdout_metrics(calibration, purchases, bg_nbd, calibration_end, observation_end,
+                                                settings.time_unit)
+            tracking = _tracking(calibration, purchases, bg_nbd, calibration_end, observation_end, settings.time_unit)
+    else:
+        model["holdout"] = None
+
+    with step("write"):
+        _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
+        from revopt.report import ReportData, write_report
+
+        ingest_for_report = {key: value for key, value in ingest.items() if key != "columns"}
+        report = ReportData(
+            language=language,
+            settings=_report_settings(settings, orders, calibration_end, observation_end, holdout),
+            kpis=kpis,
+            model=model,
+            customers=_with_labels(customers, language),
+            segments_table=seg.segment_table(language),
+            ingest=ingest_for_report,
+            tracking=tracking,
+        )
+        write_report(report, scratch / "report.html")
+    return AnalysisResult(scratch, customers, model, kpis, ingest, tracking, step.timings, bg_nbd, gamma_gamma)
+
+
+def _to_date(value) -> dt.date | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    return pd.Timestamp(value).date()
+
+
+def _move_to_backend(backend, lines: ibis.Table, purchases: ibis.Table):
+    """Copy the clean tables to another Ibis backend (a URL or a connected backend), where summaries and KPIs run."""
+    if isinstance(backend, str):
+        url = backend
+        backend = connect_backend(url)
+        log.info("event=backend_connected url=%s", url.split("@")[-1])
+    return _upload(backend, "revopt_lines", lines), _upload(backend, "revopt_purchases", purchases)
+
+
+def _upload(backend, name: str, table: ibis.Table) -> ibis.Table:
+    arrow = table.to_pyarrow()
+    if backend.name == "pyspark":
+        # NOTE: ibis 12.0.0 create_table on PySpark 4.0.1 turns NULL strings into the text "NaN"
+        # (it goes through pandas), so guests would become one customer; Spark's own Arrow path keeps NULLs.
+        backend._session.createDataFrame(arrow).createOrReplaceTempView(name)
+        return backend.table(name)
+    return backend.create_table(name, arrow, overwrite=True)
+
+
+def _fit_models(calibration: ibis.Table, time_unit: str):
+    """Fit BG/NBD on compressed (x, t_x, T) and Gamma-Gamma on compressed (x, mean spend) rows."""
+    days = DAYS_PER_UNIT[time_unit]
+    stats = compressed_statistics(calibration).to_pandas()
+    bg_nbd = BetaGeoModel().fit(
+        stats.frequency.to_numpy(float), stats.recency_days.to_numpy(float) / days,
+        stats.T_days.to_numpy(float) / days, weights=stats["count"].to_numpy(float),
+    )
+    repeat = calibration.filter(calibration.frequency > 0)
+    usable = repeat.monetary_value > 0
+    excluded = repeat.filter(~usable)
+    spend_excluded = {
+        "count": int(excluded.count().execute()),
+        "example_ids": excluded.customer_id.name("customer_id").to_pandas().head(5).tolist(),
+    }
+    if spend_excluded["count"]:
+        log.warning("event=spend_excluded customers=%d reason=repeat purchases net to zero or less examples=%s",
+                    spend_excluded["count"], spend_excluded["example_ids"])
+    spend = repeat.filter(usable).group_by(["frequency", "monetary_value"]).aggregate(count=_.count()).to_pandas()
+    gamma_gamma = GammaGammaModel().fit(
+        spend.frequency.to_numpy(float), spend.monetary_value.to_numpy(float), weights=spend["count"].to_numpy(float)
+    )
+    return bg_nbd, gamma_gamma, spend_excluded
+
+
+def _score_customers(purchases, lines, bg_nbd, gamma_gamma, *, observation_end: dt.date, settings: AnalysisSettings):
+    """Score every customer on their whole history: predictions per distinct (x, t_x, T), joined back in the engine."""
+    unit = settings.time_unit
+    days = DAYS_PER_UNIT[unit]
+    horizon = parse_horizon(settings.horizon, unit)
+    history = customer_summary(purchases, calibration_end=observation_end, time_unit=unit)
+    keys = compressed_statistics(history).to_pandas()
+    x = keys.frequency.to_numpy(float)
+    t_x = keys.recency_days.to_numpy(float) / days
+    T = keys.T_days.to_numpy(float) / days
+    predictions = pd.DataFrame({
+        "frequency": keys.frequency.to_numpy(),
+        "recency_days": keys.recency_days.to_numpy(),
+        "T_days": keys.T_days.to_numpy(),
+        "probability_alive": bg_nbd.probability_alive(x, t_x, T),
+        "expected_purchases": bg_nbd.expected_purchases(horizon, x, t_x, T),
+        # Discounted expected purchases: CLV per unit of spend and margin.
+        "discounted_purchases": customer_lifetime_value(
+            bg_nbd, np.ones_like(x), x, t_x, T, horizon=horizon, discount_rate=settings.discount_rate,
+            margin=1.0, time_unit=unit,
+        ),
+    })
+    scored = history.join(ibis.memtable(predictions), ["frequency", "recency_days", "T_days"])
+
+    p, q, gamma = (gamma_gamma.params_[name] for name in ("p", "q", "gamma"))
+    population_mean = p * gamma / (q - 1) if q > 1 else float("nan")
+    usable = (scored.frequency > 0) & (scored.monetary_value > 0)
+    expected_value = ibis.ifelse(
+        usable, p * (gamma + scored.frequency * scored.monetary_value) / (p * scored.frequency + q - 1),
+        population_mean,
+    )
+    totals = lines.filter(lines.customer_id.notnull()).group_by("customer_id").aggregate(
+        total_revenue=_.amount.sum(), orders=_.order_id.nunique(where=~_.is_return),
+    )
+    scored = scored.join(totals, "customer_id", how="left").select(
+        "customer_id", "first_purchase", "last_purchase", "frequency", "recency", "T", "monetary_value",
+        "total_revenue", "orders", "probability_alive", "expected_purchases",
+        expected_average_value=expected_value,
+        clv=scored.discounted_purchases * expected_value * settings.margin,
+    ).order_by("customer_id")
+    customers = scored.to_pandas()
+    customers["recency_days_since_last"] = (pd.Timestamp(observation_end) - pd.to_datetime(customers.last_purchase)).dt.days
+    return customers
+
+
+def _add_segments(customers: pd.DataFrame, observation_end: dt.date, language: str) -> pd.DataFrame:
+    scores = seg.score_rfm(
+        customers.pop("recency_days_since_last").to_numpy(), customers.frequency.to_numpy() + 1,
+        customers.total_revenue.to_numpy(),
+    )
+    customers["r_score"], customers["f_score"], customers["m_score"] = scores.r_score, scores.f_score, scores.m_score
+    segment = seg.assign_segments(scores)
+    tiers = seg.assign_value_tiers(customers.clv.fillna(0.0).to_numpy())
+    for column, codes in (("segment", segment), ("value_tier", tiers)):
+        customers[column] = np.asarray(codes)
+        for suffix, code_language in (("zh", "zh-CN"), ("en", "en")):
+            labels = {code: seg.label(code, code_language) for code in codes.categories}
+            customers[f"{column}_{suffix}"] = customers[column].map(labels)
+    customers.attrs["rfm_edges"] = scores.edges_to_dict()
+    return customers
+
+
+def _with_labels(customers: pd.DataFrame, language: str) -> pd.DataFrame:
+    suffix = "zh" if language == "zh-CN" else "en"
+    return customers.assign(
+        segment_label=customers[f"segment_{suffix}"], value_tier_label=customers[f"value_tier_{suffix}"]
+    )
+
+
+def _model_json(bg_nbd, gamma_gamma, settings, calibration_end, observation_end, spend_excluded) -> dict:
+    return {
+        "time_unit": settings.time_unit,
+        "calibration_end": calibration_end.isoformat(),
+        "observation_end": observation_end.isoformat(),
+        "horizon": settings.horizon,
+        "horizon_units": parse_horizon(settings.horizon, settings.time_unit),
+        "discount_rate_annual": settings.discount_rate,
+        "margin": settings.margin,
+        "models": {"bg_nbd": bg_nbd.to_dict(), "gamma_gamma": gamma_gamma.to_dict()},
+        "spend_excluded": spend_excluded,
+    }
+
+
+def _holdout_metrics(calibration, purchases, bg_nbd, calibration_end, observation_end, time_unit) -> dict:
+    """Predicted versus actual holdout purchases of the calibration customers, in total and per customer."""
+    days = DAYS_PER_UNIT[time_unit]
+    length = (observation_end - calibration_end).days / days
+    keys = compressed_statistics(calibration).to_pandas()
+    keys["predicted"] = bg_nbd.expected_purchases(
+        length, keys.frequency.to_numpy(float), keys.recency_days.to_numpy(float) / days,
+        keys.T_days.to_numpy(float) / days,
+    )
+    counts = holdout_counts(purchases, calibration_end=calibration_end, holdout_end=observation_end)
+    joined = calibration.join(ibis.memtable(keys.drop(columns="count")), ["frequency", "recency_days", "T_days"])
+    joined = joined.join(counts, "customer_id", how="left")
+    actual = joined.holdout_purchases.fill_null(0)
+    error = joined.predicted - actual
+    row = joined.aggregate(
+        customers=joined.count(), actual_total=actual.sum(), predicted_total=joined.predicted.sum(),
+        mae=error.abs().mean(), rmse=(error * error).mean().sqrt(),
+    ).to_pandas().iloc[0]
+    return {
+        "holdout_start": (calibration_end + dt.timedelta(days=1)).isoformat(),
+        "holdout_end": observation_end.isoformat(),
+        "length": length,
+        "customers": int(row.customers),
+        "actual_total": float(row.actual_total),
+        "predicted_total": float(row.predicted_total),
+        "mae": float(row.mae),
+        "rmse": float(row.rmse),
+    }
+
+
+def _tracking(calibration, purchases, bg_nbd, calibration_end, observation_end, time_unit) -> pd.DataFrame:
+    """Repeat purchases per time unit of the calibration customers, actual and predicted from their first day."""
+    days = DAYS_PER_UNIT[time_unit]
+    cohort = calibration.select("customer_id", "first_purchase")
+    repeat = purchases.join(cohort, "customer_id").filter(lambda t: t.order_date > t.first_purchase)
+    start = _to_date(calibration.first_purchase.min().execute())
+    day_index = repeat.order_date.delta(ibis.date(start), unit="day")
+    actual_by_day = repeat.group_by(day=day_index).aggregate(actual=repeat.count()).to_pandas()
+    first_days = calibration.group_by(day=calibration.first_purchase.delta(ibis.date(start), unit="day")).aggregate(
+        n=calibration.count()).to_pandas()
+
+    total_days = (observation_end - start).days + 1
+    edges = np.arange(0.0, total_days + days, days)
+    edges[-1] = min(edges[-1], total_days)
+    # Cumulative expected repeat purchases at each edge: sum over first-purchase days d of n_d * E[X(edge - d)].
+    elapsed = np.clip(edges[None, :] - first_days.day.to_numpy(float)[:, None], 0.0, None) / days
+    expected = bg_nbd.expected_purchases_new_customer(elapsed.ravel()).reshape(elapsed.shape)
+    cumulative = (first_days.n.to_numpy(float)[:, None] * expected).sum(axis=0)
+    period = np.searchsorted(edges, actual_by_day.day.to_numpy(float), side="right") - 1
+    actual = np.bincount(period, weights=actual_by_day.actual.to_numpy(float), minlength=len(edges) - 1)
+    return pd.DataFrame({
+        "period_start": [start + dt.timedelta(days=float(edge)) for edge in edges[:-1]],
+        "actual": actual[: len(edges) - 1],
+        "predicted": np.diff(cumulative),
+    })
+
+
+def _write_outputs(folder: Path, customers: pd.DataFrame, model: dict, kpis: dict, rejected, language: str) -> None:
+    customers.to_parquet(folder / "customers.parquet", index=False)
+    # UTF-8 with BOM, so that Excel shows Chinese text correctly.
+    customers.to_csv(folder / "customers.csv", index=False, encoding="utf-8-sig")
+    (folder / "model.json").write_text(json.dumps(model, ensure_ascii=False, indent=2, default=_json_default),
+                                       encoding="utf-8")
+    (folder / "kpis.json").write_text(json.dumps(kpis, ensure_ascii=False, indent=2, default=_json_default),
+                                      encoding="utf-8")
+    _write_rejected(folder / "rejected.csv", rejected, language)
+
+
+def _write_rejected(path: Path, rejected, language: str) -> None:
+    from revopt.i18n import message
+
+    frame = rejected.to_pandas()
+    texts = {code: message(f"ingest.reason.{code}", language) for code in frame.reason.unique()}
+    frame.insert(3, "reason_text", frame.reason.map(texts))
+    frame.to_csv(path, index=False, encoding="utf-8-sig")
+
+
+def _json_default(value):
+    if isinstance(value, (dt.date, pd.Timestamp)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _report_settings(settings: AnalysisSettings, orders, calibration_end, observation_end, holdout: bool) -> dict:
+    return {
+        "source": str(orders),
+        "generated_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "time_unit": settings.time_unit,
+        "horizon": settings.horizon,
+        "horizon_units": parse_horizon(settings.horizon, settings.time_unit),
+        "discount_rate": settings.discount_rate,
+        "margin": settings.margin,
+        "currency": settings.currency,
+        "tz": settings.tz,
+        "calibration_end": calibration_end.isoformat() if holdout else None,
+        "holdout_end": observation_end.isoformat() if holdout else None,
+    }

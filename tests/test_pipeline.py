@@ -1,0 +1,118 @@
+"""The main job end to end: CDNOW reference values, the demo's known parameters, outputs and invariants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from revopt.demo import DemoParameters, generate_shop, write_export
+from revopt.pipeline import OUTPUT_FILES, AnalysisSettings, analyze
+
+from conftest import dataset
+
+CDNOW_SAMPLE_MAP = ("2=customer_id", "3=date", "5=amount")
+
+
+@pytest.fixture(scope="module")
+def cdnow_sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cdnow")
+    settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP, language="en")
+    return analyze(dataset("cdnow", "CDNOW_sample.txt"), out, settings)
+
+
+def test_cdnow_sample_matches_published_bg_nbd(cdnow_sample):
+    # Fader, Hardie and Lee (2005), "Counting your customers the easy way", CDNOW sample, weeks.
+    bg_nbd = cdnow_sample.model["models"]["bg_nbd"]
+    published = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+    for name, value in published.items():
+        assert bg_nbd["params"][name] == pytest.approx(value, rel=0.005), name
+    assert bg_nbd["log_likelihood"] == pytest.approx(-9582.4, rel=0.005)
+    assert bg_nbd["n_customers"] == 2357
+
+
+def test_cdnow_sample_matches_published_gamma_gamma(cdnow_sample):
+    # Fader and Hardie (2013), "The Gamma-Gamma model of monetary value", CDNOW sample.
+    params = cdnow_sample.model["models"]["gamma_gamma"]["params"]
+    assert params["p"] == pytest.approx(6.25, rel=0.005)
+    assert params["q"] == pytest.approx(3.74, rel=0.005)
+    assert params["gamma"] == pytest.approx(15.44, rel=0.005)
+
+
+def test_cdnow_sample_outputs_written(cdnow_sample):
+    out = cdnow_sample.out_dir
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file(), name
+    assert not [p for p in out.iterdir() if p.name.startswith(".revopt-")]
+    model = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    holdout = model["holdout"]
+    assert holdout["customers"] == 2357
+    sample = pd.read_csv(dataset("cdnow", "CDNOW_sample.txt"), sep=r"\s+", header=None, dtype=str)
+    days = sample[[1, 2]].drop_duplicates()
+    assert holdout["actual_total"] == (days[2] > "19970930").sum()
+    assert holdout["predicted_total"] == pytest.approx(holdout["actual_total"], rel=0.15)
+    assert (out / "customers.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+
+
+def test_cdnow_sample_invariants(cdnow_sample):
+    customers = cdnow_sample.customers
+    assert customers.probability_alive.between(0, 1).all()
+    assert (customers.expected_purchases >= 0).all()
+    assert (customers.recency <= customers["T"] + 1e-12).all()
+    assert (customers.clv[customers.expected_purchases == 0] == 0).all()
+    lines = pd.read_csv(dataset("cdnow", "CDNOW_sample.txt"), sep=r"\s+", header=None, dtype=str)
+    days = lines.groupby(1)[2].nunique()
+    frequency = customers.set_index("customer_id").frequency
+    assert (frequency <= days.reindex(frequency.index) - 1).all()
+    assert set(customers.segment) <= {"champions", "loyal", "new", "potential_loyalist", "needs_attention",
+                                      "at_risk", "hibernating", "lost"}
+
+
+def test_holdout_tracking_sums_to_totals(cdnow_sample):
+    tracking = cdnow_sample.tracking
+    holdout = cdnow_sample.model["holdout"]
+    start = pd.Timestamp(holdout["holdout_start"])
+    in_holdout = pd.to_datetime(tracking.period_start) >= start
+    assert tracking.actual[in_holdout].sum() <= holdout["actual_total"]
+    assert tracking.actual.sum() > holdout["actual_total"]
+    assert np.all(np.diff(tracking.predicted.cumsum()) >= -1e-9)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    shop = generate_shop(DemoParameters(n_customers=8000, seed=7))
+    path = write_export(shop, out / "demo_orders.csv")
+    result = analyze(path, out, AnalysisSettings(tz="Asia/Shanghai", language="zh-CN"))
+    return shop, result
+
+
+def test_demo_recovers_generator_parameters(demo_run):
+    shop, result = demo_run
+    truth = shop.parameters
+    for model, names in (("bg_nbd", ("r", "alpha", "a", "b")), ("gamma_gamma", ("p", "q", "gamma"))):
+        fitted = result.model["models"][model]
+        for name in names:
+            estimate, error = fitted["params"][name], fitted["standard_errors"][name]
+            assert abs(estimate - getattr(truth, name)) < 3.5 * error, (model, name, estimate, error)
+
+
+def test_demo_noise_is_removed(demo_run):
+    shop, result = demo_run
+    # Exact duplicates are dropped first, so a duplicated cancelled row counts once as cancelled.
+    statuses = shop.orders.drop_duplicates()["订单状态"]
+    assert result.ingest["cancelled_rows"] == statuses.isin(["交易关闭", "退款成功"]).sum()
+    assert result.ingest["duplicates_dropped"] > 0
+    assert result.ingest["rows_without_customer_id"] > 0
+    assert len(result.customers) == shop.parameters.n_customers
+
+
+def test_demo_report_in_chinese(demo_run):
+    _, result = demo_run
+    html = (result.out_dir / "report.html").read_text(encoding="utf-8")
+    assert 'lang="zh-CN"' in html
+    assert "重要价值客户" in html or "重要挽留客户" in html
+    assert result.customers.segment_zh.notna().all()
