@@ -114,6 +114,19 @@ def test_excel_serial_dates(tmp_path):
     assert as_dates(tables.lines.to_pandas().order_date) == [dt.date(2024, 1, 1), dt.date(2024, 1, 2)]
 
 
+@pytest.mark.parametrize("dates", [
+    ["2024/6/18", "2024/11/11 20:15"],
+    ["2024.06.18", "2024.11.11"],
+    ["20240618", "20241111"],
+    ["2024年6月18日", "2024年11月11日 09:30:00"],
+])
+def test_date_forms(tmp_path, dates):
+    rows = [["customer", "date", "amount"], ["a", dates[0], "1"], ["b", dates[1], "2"]]
+    tables, _, _ = load(write_csv(tmp_path / "o.csv", rows, "utf-8"), tmp_path)
+
+    assert as_dates(tables.lines.to_pandas().order_date) == [dt.date(2024, 6, 18), dt.date(2024, 11, 11)]
+
+
 def test_ambiguous_day_month_stops(tmp_path):
     rows = [["customer", "date", "amount"], ["a", "03/04/2024", "1"], ["b", "05/06/2024", "2"]]
     path = write_csv(tmp_path / "o.csv", rows, "utf-8")

@@ -116,3 +116,35 @@ def test_demo_report_in_chinese(demo_run):
     assert 'lang="zh-CN"' in html
     assert "重要价值客户" in html or "重要挽留客户" in html
     assert result.customers.segment_zh.notna().all()
+
+
+def test_time_unit_leaves_predictions_unchanged(cdnow_sample, tmp_path):
+    settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP,
+                                time_unit="day", horizon="52W")
+    daily = analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)
+    weekly = cdnow_sample.customers
+
+    assert daily.model["models"]["bg_nbd"]["params"]["alpha"] == pytest.approx(
+        7 * cdnow_sample.model["models"]["bg_nbd"]["params"]["alpha"], rel=1e-4)
+    np.testing.assert_allclose(daily.customers.probability_alive, weekly.probability_alive, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(daily.customers["T"], weekly["T"] * 7, rtol=1e-12)
+
+
+def test_margin_scales_clv(cdnow_sample, tmp_path):
+    settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP, margin=0.25)
+    quarter = analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)
+
+    np.testing.assert_allclose(quarter.customers.clv, 0.25 * cdnow_sample.customers.clv, rtol=1e-9)
+
+
+def test_discounting_lowers_clv(cdnow_sample, tmp_path):
+    settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP, discount_rate=0.0)
+    undiscounted = analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)
+    customers = cdnow_sample.customers
+
+    assert (undiscounted.customers.clv >= customers.clv - 1e-12).all()
+    # Without discounting, CLV is expected purchases over the horizon times expected order value.
+    np.testing.assert_allclose(
+        undiscounted.customers.clv,
+        undiscounted.customers.expected_purchases * undiscounted.customers.expected_average_value, rtol=1e-6,
+    )

@@ -125,7 +125,7 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
     result = analyze(orders, out_dir, _settings(args), progress=progress)
     ingest = result.ingest
     print(message("cli.analyze.rows", language, **{key: ingest[key] for key in (
-        "rows_read", "rows_kept", "rows_rejected", "purchases_merged", "rows_without_customer_id")}))
+        "rows_read", "rows_kept", "rows_rejected", "return_rows", "purchases_merged", "rows_without_customer_id")}))
     for reason, count in sorted(ingest["rejected_by_reason"].items()):
         print(message("cli.analyze.rejected_reason", language,
                       reason=message(f"ingest.reason.{reason}", language), count=count))
