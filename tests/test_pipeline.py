@@ -148,3 +148,18 @@ def test_discounting_lowers_clv(cdnow_sample, tmp_path):
         undiscounted.customers.clv,
         undiscounted.customers.expected_purchases * undiscounted.customers.expected_average_value, rtol=1e-6,
     )
+
+
+def test_repeat_spend_netting_to_zero_is_excluded(tmp_path):
+    sample = pd.read_csv(dataset("cdnow", "CDNOW_sample.txt"), sep=r"\s+", header=None, dtype=str)
+    orders = pd.DataFrame({"customer_id": sample[1], "date": sample[2], "amount": sample[4]})
+    # 0.1 + 0.2 - 0.3 is 5.6e-17 in floating point, not 0: the repeat spend must still count as zero.
+    extra = pd.DataFrame({"customer_id": ["netzero"] * 4, "date": ["19970105", "19970301", "19970301", "19970301"],
+                          "amount": ["5.0", "0.1", "0.2", "-0.3"]})
+    path = tmp_path / "orders.csv"
+    pd.concat([orders, extra]).to_csv(path, index=False)
+
+    result = analyze(path, tmp_path / "out", AnalysisSettings(calibration_end=dt.date(1997, 9, 30)))
+
+    assert "netzero" in result.model["spend_excluded"]["example_ids"]
+    assert result.model["models"]["gamma_gamma"]["n_customers"] == 946

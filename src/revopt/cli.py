@@ -10,9 +10,10 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import warnings
 from pathlib import Path
 
-from revopt.errors import RevoptError
+from revopt.errors import RevoptError, RevoptWarning
 from revopt.i18n import LANGUAGES, detect_language, message
 from revopt.ingest import DUPLICATE_MODES, FIELDS
 from revopt.timeunits import TIME_UNITS
@@ -122,13 +123,22 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
         if not args.quiet:
             print(f"[revopt] {message(f'cli.step.{step}', language)} ...", file=sys.stderr, flush=True)
 
-    result = analyze(orders, out_dir, _settings(args), progress=progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RevoptWarning)
+        result = analyze(orders, out_dir, _settings(args), progress=progress)
+    for warning in caught:
+        if issubclass(warning.category, RevoptWarning):
+            print(message("cli.warning", language, detail=warning.message), file=sys.stderr)
     ingest = result.ingest
     print(message("cli.analyze.rows", language, **{key: ingest[key] for key in (
         "rows_read", "rows_kept", "rows_rejected", "return_rows", "purchases_merged", "rows_without_customer_id")}))
     for reason, count in sorted(ingest["rejected_by_reason"].items()):
         print(message("cli.analyze.rejected_reason", language,
                       reason=message(f"ingest.reason.{reason}", language), count=count))
+    excluded = result.model["spend_excluded"]
+    if excluded["count"]:
+        print(message("cli.analyze.spend_excluded", language, count=excluded["count"],
+                      examples=", ".join(excluded["example_ids"])))
     holdout = result.model.get("holdout")
     if holdout:
         print(message("cli.analyze.holdout", language, predicted=holdout["predicted_total"],

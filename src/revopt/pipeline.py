@@ -34,9 +34,14 @@ from revopt.summary import compressed_statistics, customer_summary, holdout_coun
 from revopt.timeunits import DAYS_PER_UNIT, check_time_unit, parse_horizon
 from revopt.workspace import DEFAULT_MEMORY_LIMIT, connect_backend, open_workspace
 
-__all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
+__all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES", "MIN_SPEND"]
 
 log = logging.getLogger(__name__)
+
+# Mean repeat spend at or below this (in currency units) counts as zero. Purchases and returns that
+# cancel out sum to about 1e-13 either side of zero, and the sign then depends on the order in which
+# the engine adds them.
+MIN_SPEND = 1e-6
 
 OUTPUT_FILES = ("customers.parquet", "customers.csv", "model.json", "kpis.json", "report.html", "rejected.csv")
 
@@ -258,14 +263,14 @@ def _fit_models(calibration: ibis.Table, time_unit: str):
         stats.T_days.to_numpy(float) / days, weights=stats["count"].to_numpy(float),
     )
     repeat = calibration.filter(calibration.frequency > 0)
-    usable = repeat.monetary_value > 0
+    usable = repeat.monetary_value > MIN_SPEND
     excluded = repeat.filter(~usable)
     spend_excluded = {
         "count": int(excluded.count().execute()),
-        "example_ids": excluded.customer_id.name("customer_id").to_pandas().head(5).tolist(),
+        "example_ids": excluded.order_by("customer_id").customer_id.to_pandas().head(5).tolist(),
     }
     if spend_excluded["count"]:
-        log.warning("event=spend_excluded customers=%d reason=repeat purchases net to zero or less examples=%s",
+        log.info("event=spend_excluded customers=%d reason=repeat purchases net to zero or less examples=%s",
                     spend_excluded["count"], spend_excluded["example_ids"])
     spend = repeat.filter(usable).group_by(["frequency", "monetary_value"]).aggregate(count=_.count()).to_pandas()
     gamma_gamma = GammaGammaModel().fit(
@@ -300,7 +305,7 @@ def _score_customers(purchases, lines, bg_nbd, gamma_gamma, *, observation_end: 
 
     p, q, gamma = (gamma_gamma.params_[name] for name in ("p", "q", "gamma"))
     population_mean = p * gamma / (q - 1) if q > 1 else float("nan")
-    usable = (scored.frequency > 0) & (scored.monetary_value > 0)
+    usable = (scored.frequency > 0) & (scored.monetary_value > MIN_SPEND)
     expected_value = ibis.ifelse(
         usable, p * (gamma + scored.frequency * scored.monetary_value) / (p * scored.frequency + q - 1),
         population_mean,
