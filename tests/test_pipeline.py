@@ -134,7 +134,9 @@ def test_margin_scales_clv(cdnow_sample, tmp_path):
     settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP, margin=0.25)
     quarter = analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)
 
-    np.testing.assert_allclose(quarter.customers.clv, 0.25 * cdnow_sample.customers.clv, rtol=1e-9)
+    # Two separate fits agree to the optimizer's tolerance, not to the last bit: DuckDB may add the
+    # spend sums in another order, which moves the optimum by about 1e-9.
+    np.testing.assert_allclose(quarter.customers.clv, 0.25 * cdnow_sample.customers.clv, rtol=1e-6)
 
 
 def test_discounting_lowers_clv(cdnow_sample, tmp_path):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import signal
 import sys
 import warnings
+
+import duckdb
 from pathlib import Path
 
 from revopt.errors import RevoptError, RevoptWarning
-from revopt.i18n import LANGUAGES, detect_language, message
+from revopt.i18n import LANGUAGES, Translator, catalog, detect_language, message
 from revopt.ingest import DUPLICATE_MODES, FIELDS
 from revopt.timeunits import TIME_UNITS
 
@@ -31,15 +34,25 @@ DEMO_TIME_ZONE = "Asia/Shanghai"
 DEMO_HOLDOUT_DAYS = 183
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; write YYYY-MM-DD") from error
+def _date_parser(language: str):
+    def parse(text: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(message("cli.bad_date", language, value=repr(text))) from error
+
+    return parse
+
+
+def _argparse_translation(language: str):
+    """Return a replacement for argparse's gettext that maps its English texts to ``language``."""
+    entries = [entry for message_id, entry in catalog().items() if message_id.startswith("cli.argparse.")]
+    table = {entry["en"]: entry[language] for entry in entries}
+    return lambda text: table.get(text, text)
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser, t) -> None:
-    parser.add_argument("--calibration-end", type=_date, help=t("cli.help.calibration_end"))
+    parser.add_argument("--calibration-end", type=_date_parser(t.language), help=t("cli.help.calibration_end"))
     parser.add_argument("--time-unit", choices=TIME_UNITS, default="week", help=t("cli.help.time_unit"))
     parser.add_argument("--horizon", default="12M", help=t("cli.help.horizon"))
     parser.add_argument("--discount-rate", type=float, default=0.10, help=t("cli.help.discount_rate"))
@@ -58,7 +71,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser, t) -> None:
 
 
 def _add_common_options(parser: argparse.ArgumentParser, t) -> None:
-    parser.add_argument("--lang", choices=LANGUAGES, help=t("cli.help.lang"))
+    # SUPPRESS keeps a --lang given before the command from being reset by this parser's default.
+    parser.add_argument("--lang", choices=LANGUAGES, default=argparse.SUPPRESS, help=t("cli.help.lang"))
     parser.add_argument("-q", "--quiet", action="store_true", help=t("cli.help.quiet"))
     parser.add_argument("-v", "--verbose", action="store_true", help=t("cli.help.verbose"))
 
@@ -66,10 +80,17 @@ def _add_common_options(parser: argparse.ArgumentParser, t) -> None:
 def build_parser(language: str) -> argparse.ArgumentParser:
     """Build the argument parser with help texts in ``language``."""
 
-    def t(message_id: str, **fields) -> str:
-        return message(message_id, language, **fields)
+    t = Translator(language)
 
-    parser = argparse.ArgumentParser(prog="revopt", description=t("cli.description"))
+    class Parser(argparse.ArgumentParser):
+        """An argument parser whose errors are one line in the operator's language, with exit status 2."""
+
+        def error(self, text: str):
+            detail = message("cli.see_help", language, detail=text, prog=self.prog)
+            self.exit(EXIT_INPUT_ERROR, message("cli.error", language, detail=detail) + "\n")
+
+    parser = Parser(prog="revopt", description=t("cli.description"))
+    parser.add_argument("--lang", choices=LANGUAGES, default=None, help=t("cli.help.lang"))
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help=t("cli.help.analyze"), description=t("cli.help.analyze"))
@@ -124,11 +145,11 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
             print(f"[revopt] {message(f'cli.step.{step}', language)} ...", file=sys.stderr, flush=True)
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RevoptWarning)
-        result = analyze(orders, out_dir, _settings(args), progress=progress)
-    for warning in caught:
-        if issubclass(warning.category, RevoptWarning):
-            print(message("cli.warning", language, detail=warning.message), file=sys.stderr)
+        warnings.simplefilter("always")
+        try:
+            result = analyze(orders, out_dir, _settings(args), progress=progress)
+        finally:
+            _show_warnings(caught, language)
     ingest = result.ingest
     print(message("cli.analyze.rows", language, **{key: ingest[key] for key in (
         "rows_read", "rows_kept", "rows_rejected", "return_rows", "purchases_merged", "rows_without_customer_id")}))
@@ -147,6 +168,15 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
                   clv_total=float(result.customers.clv.sum()), currency=args.currency, out_dir=out_dir))
     print(message("cli.analyze.report", language, path=out_dir / "report.html"))
     return result
+
+
+def _show_warnings(caught, language: str) -> None:
+    """Print revopt's warnings in the operator's language; log other libraries' warnings (shown with -v)."""
+    for warning in caught:
+        if isinstance(warning.message, RevoptWarning):
+            print(message("cli.warning", language, detail=warning.message.localized(language)), file=sys.stderr)
+        else:
+            log.info("event=library_warning category=%s message=%s", warning.category.__name__, warning.message)
 
 
 def _run_demo(args, language: str) -> None:
@@ -170,13 +200,24 @@ def _run_demo(args, language: str) -> None:
     print(message("cli.demo.fitted", language, **{name: f"{value:.3g}" for name, value in fitted.items()}))
 
 
+def _interrupt(signal_number, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     language = _language_from_argv(argv)
-    args = build_parser(language).parse_args(argv)
+    original_gettext = argparse._
+    argparse._ = _argparse_translation(language)
+    try:
+        args = build_parser(language).parse_args(argv)
+    finally:
+        argparse._ = original_gettext
     language = detect_language(args.lang)
     _configure_logging(args.verbose)
+    # A terminated run unwinds like Ctrl-C, so analyze removes its half-written scratch folder.
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "analyze":
             _run_analysis(args.orders, args.out, args, language)
@@ -186,9 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("event=run_failed error=%s", error)
         print(message("cli.error", language, detail=error.localized(language)), file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, duckdb.InterruptException):
         print(message("cli.interrupted", language), file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     return EXIT_OK
 
 

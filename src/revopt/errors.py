@@ -31,14 +31,14 @@ __all__ = [
 ]
 
 
-class RevoptError(Exception):
-    """Base class of every error raised by revopt.
+class _CatalogText:
+    """Mixin for exceptions and warnings whose text can come from the message catalog.
 
-    An error raised with ``message_id`` takes its text from the message catalog, so that the CLI
-    can show it in the operator's language with :meth:`localized`; ``str(error)`` is the English text.
+    Raised with ``message_id``, the text is the catalog entry, so the CLI can show it in the
+    operator's language with :meth:`localized`. ``str()`` is the English text.
     """
 
-    def __init__(self, text: str | None = None, *, message_id: str | None = None, **fields) -> None:
+    def __init__(self, text: str | None = None, /, *, message_id: str | None = None, **fields) -> None:
         self.message_id = message_id
         self.fields = fields
         super().__init__(text if text is not None else self.localized("en"))
@@ -46,17 +46,21 @@ class RevoptError(Exception):
     def localized(self, language: str) -> str:
         """Return the message in ``language`` where the catalog has it, else the English text.
 
-        A field that is itself a RevoptError (a detail such as the first bad row) is localized too.
+        A field that itself has catalog text (a detail such as the first bad row) is localized too.
         """
         if self.message_id is None:
             return str(self)
         from revopt.i18n import message
 
         fields = {
-            name: value.localized(language) if isinstance(value, RevoptError) else value
+            name: value.localized(language) if isinstance(value, _CatalogText) else value
             for name, value in self.fields.items()
         }
         return message(self.message_id, language, **fields)
+
+
+class RevoptError(_CatalogText, Exception):
+    """Base class of every error raised by revopt."""
 
 
 class InputError(RevoptError, ValueError):
@@ -83,7 +87,7 @@ class FitError(RevoptError, RuntimeError):
     """Maximum-likelihood fitting failed."""
 
 
-class RevoptWarning(UserWarning):
+class RevoptWarning(_CatalogText, UserWarning):
     """Base class of revopt's warnings."""
 
 

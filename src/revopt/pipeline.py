@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import re
 import shutil
 import tempfile
 import time
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from revopt import segments as seg
-from revopt.errors import ConfigError, InputError, check_range
+from revopt.errors import ConfigError, FitError, InputError, check_range
 from revopt.i18n import detect_language
 from revopt.ingest import load_orders
 from revopt.kpis import compute_kpis
@@ -76,7 +78,25 @@ class AnalysisSettings:
         detect_language(self.language)
         if self.tz is not None:
             _check_time_zone(self.tz)
+        if not _MEMORY_LIMIT_PATTERN.match(self.memory_limit):
+            raise ConfigError(message_id="errors.bad_memory_limit", value=repr(self.memory_limit))
+        if self.date_format is not None:
+            _check_date_format(self.date_format)
         return self
+
+
+_MEMORY_LIMIT_PATTERN = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def _check_date_format(date_format: str) -> None:
+    """Raise ConfigError unless DuckDB accepts ``date_format`` as a strptime format."""
+    import duckdb
+
+    try:
+        duckdb.connect().execute("SELECT try_strptime('2024-01-01', ?)", [date_format]).fetchall()
+    except duckdb.Error as error:
+        raise ConfigError(message_id="errors.bad_date_format", value=repr(date_format),
+                          detail=str(error).splitlines()[0]) from error
 
 
 def _check_time_zone(tz: str) -> None:
@@ -144,6 +164,7 @@ def analyze(
     settings = settings.validated()
     language = detect_language(settings.language)
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     step = _StepTimer(progress)
     scratch = Path(tempfile.mkdtemp(prefix=".revopt-", dir=out_dir))
@@ -155,6 +176,11 @@ def analyze(
             (scratch / name).replace(out_dir / name)
         result.out_dir = out_dir
         return result
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -180,7 +206,7 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
         raise InputError(message_id="errors.no_purchases", source=orders)
     calibration_end = settings.calibration_end or observation_end
     first_date = _to_date(purchases.order_date.min().execute())
-    if not first_date <= calibration_end <= observation_end:
+    if not first_date < calibration_end <= observation_end:
         raise ConfigError(message_id="errors.calibration_outside", calibration_end=calibration_end,
                           first=first_date, last=observation_end)
     holdout = calibration_end < observation_end
@@ -191,12 +217,16 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
 
     with step("fit"):
         calibration = customer_summary(purchases, calibration_end=calibration_end, time_unit=settings.time_unit)
+        if calibration.frequency.max().execute() < 1:
+            raise ConfigError(message_id="errors.no_repeat_purchases", first=first_date,
+                              calibration_end=calibration_end)
         bg_nbd, gamma_gamma, spend_excluded = _fit_models(calibration, settings.time_unit)
 
     with step("score"):
         customers = _score_customers(
             purchases, lines, bg_nbd, gamma_gamma, observation_end=observation_end, settings=settings
         )
+        _check_finite(customers, bg_nbd, gamma_gamma)
         customers = _add_segments(customers, observation_end, language)
     model = _model_json(bg_nbd, gamma_gamma, settings, calibration_end, observation_end, spend_excluded)
     model["rfm_edges"] = customers.attrs.pop("rfm_edges")
@@ -324,6 +354,18 @@ def _score_customers(purchases, lines, bg_nbd, gamma_gamma, *, observation_end: 
     return customers
 
 
+def _check_finite(customers: pd.DataFrame, bg_nbd, gamma_gamma) -> None:
+    """Raise FitError when a model gives NaN or infinite predictions, rather than writing them out."""
+    predictions = customers[["probability_alive", "expected_purchases"]].to_numpy(float)
+    broken = int((~np.isfinite(predictions)).any(axis=1).sum())
+    if broken:
+        params = {name: f"{value:.4g}" for name, value in bg_nbd.params_.items()}
+        raise FitError(message_id="errors.predictions_not_finite", count=broken, **params)
+    undefined = int((~np.isfinite(customers.clv.to_numpy(float))).sum())
+    if undefined:
+        raise FitError(message_id="errors.spend_undefined", q=f"{gamma_gamma.params_['q']:.4g}", count=undefined)
+
+
 def _add_segments(customers: pd.DataFrame, observation_end: dt.date, language: str) -> pd.DataFrame:
     scores = seg.score_rfm(
         customers.pop("recency_days_since_last").to_numpy(), customers.frequency.to_numpy() + 1,
@@ -423,10 +465,9 @@ def _write_outputs(folder: Path, customers: pd.DataFrame, model: dict, kpis: dic
     customers.to_parquet(folder / "customers.parquet", index=False)
     # UTF-8 with BOM, so that Excel shows Chinese text correctly.
     customers.to_csv(folder / "customers.csv", index=False, encoding="utf-8-sig")
-    (folder / "model.json").write_text(json.dumps(model, ensure_ascii=False, indent=2, default=_json_default),
-                                       encoding="utf-8")
-    (folder / "kpis.json").write_text(json.dumps(kpis, ensure_ascii=False, indent=2, default=_json_default),
-                                      encoding="utf-8")
+    for name, content in (("model.json", model), ("kpis.json", kpis)):
+        text = json.dumps(_without_nan(content), ensure_ascii=False, indent=2, default=_json_default, allow_nan=False)
+        (folder / name).write_text(text, encoding="utf-8")
     _write_rejected(folder / "rejected.csv", rejected, language)
 
 
@@ -437,6 +478,17 @@ def _write_rejected(path: Path, rejected, language: str) -> None:
     texts = {code: message(f"ingest.reason.{code}", language) for code in frame.reason.unique()}
     frame.insert(3, "reason_text", frame.reason.map(texts))
     frame.to_csv(path, index=False, encoding="utf-8-sig")
+
+
+def _without_nan(value):
+    """Replace NaN and infinities by None, since JSON has no such numbers (strict parsers reject them)."""
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(item) for item in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):

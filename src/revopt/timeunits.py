@@ -21,6 +21,9 @@ TIME_UNITS = tuple(DAYS_PER_UNIT)
 
 _HORIZON_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([DWMY])\s*$", re.IGNORECASE)
 _HORIZON_DAYS = {"D": 1.0, "W": 7.0, "M": DAYS_PER_YEAR / 12.0, "Y": DAYS_PER_YEAR}
+# CLV sums one discounted term per time unit, so its cost grows with the horizon; 50 years of weeks
+# (2,609 steps) is far beyond any business plan yet still runs in seconds.
+MAX_HORIZON_YEARS = 50
 
 
 def check_time_unit(time_unit: str) -> str:
@@ -47,4 +50,6 @@ def parse_horizon(text: str, time_unit: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise ConfigError(message_id="errors.bad_horizon", text=repr(text))
     days = float(match.group(1)) * _HORIZON_DAYS[match.group(2).upper()]
+    if days > MAX_HORIZON_YEARS * DAYS_PER_YEAR:
+        raise ConfigError(message_id="errors.horizon_too_long", text=repr(text), max_years=MAX_HORIZON_YEARS)
     return days_to_units(days, time_unit)

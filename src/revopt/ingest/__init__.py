@@ -71,14 +71,13 @@ def load_orders(
     (CleanTables, list of StagedFile, ColumnMapping)
     """
     overrides = parse_map_options(column_map)
-    positional = bool(overrides) and all(column.isdigit() for column in overrides)
     files = discover_files(orders)
     staging_dir.mkdir(parents=True, exist_ok=True)
 
     staged: list[StagedFile] = []
     mappings: list[ColumnMapping] = []
     for index, path in enumerate(files):
-        file = stage_file(con, path, f"staged_{index}", staging_dir, force_no_header=positional)
+        file = stage_file(con, path, f"staged_{index}", staging_dir)
         mapping = resolve_columns(file.headers, overrides, source=str(path))
         if mappings and set(mapping.columns) != set(mappings[0].columns):
             raise ColumnMappingError(message_id="errors.files_differ", path=path, fields=", ".join(sorted(mapping.columns)),

@@ -203,7 +203,7 @@ def daily_purchases(lines: ibis.Table) -> ibis.Table:
     with_customer = lines.filter(lines.customer_id.notnull())
     by_day = with_customer.group_by(["customer_id", "order_date"]).aggregate(
         amount=with_customer.amount.sum(),
-        orders=with_customer.order_id.nunique(),
+        orders=with_customer.order_id.nunique(where=~with_customer.is_return),
         purchase_lines=(~with_customer.is_return).sum(),
     )
     return by_day.filter(by_day.purchase_lines > 0).drop("purchase_lines")

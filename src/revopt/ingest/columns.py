@@ -138,7 +138,7 @@ def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None,
     has_amount = "amount" in columns or all(field in columns for field in _AMOUNT_ALTERNATIVE)
     if needed or not has_amount:
         if not has_amount:
-            needed.append("amount (or quantity and unit_price)")
+            needed.append("amount | quantity+unit_price")
         raise ColumnMappingError(message_id="errors.missing_columns", source=source, needed=", ".join(needed),
-                                 found=", ".join(headers))
+                                 found=", ".join(headers), example=headers[0])
     return ColumnMapping(columns=columns, recognised_by=recognised_by)

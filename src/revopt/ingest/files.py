@@ -169,17 +169,17 @@ def _unique_headers(cells: list[str], path: Path) -> list[str]:
     return headers
 
 
-def stage_file(con, path: Path, table: str, staging_dir: Path, *, force_no_header: bool = False) -> StagedFile:
+def stage_file(con, path: Path, table: str, staging_dir: Path) -> StagedFile:
     """Stage one file as DuckDB table ``table`` (all text columns, plus ``source_row``) and describe it."""
     suffix = _suffix(path)
     if suffix in EXCEL_SUFFIXES:
-        return _stage_excel(con, path, table, force_no_header=force_no_header)
+        return _stage_excel(con, path, table)
     if suffix in PARQUET_SUFFIXES:
         return _stage_parquet(con, path, table)
-    return _stage_text(con, path, table, staging_dir, force_no_header=force_no_header)
+    return _stage_text(con, path, table, staging_dir)
 
 
-def _stage_text(con, path: Path, table: str, staging_dir: Path, *, force_no_header: bool) -> StagedFile:
+def _stage_text(con, path: Path, table: str, staging_dir: Path) -> StagedFile:
     with _open_bytes(path) as handle:
         sample = handle.read(SNIFF_BYTES)
     if not sample.strip():
@@ -194,7 +194,7 @@ def _stage_text(con, path: Path, table: str, staging_dir: Path, *, force_no_head
     delimiter = _sniff_delimiter(lines, path)
     first = _split(lines[0], delimiter)
     second = _split(lines[1], delimiter) if len(lines) > 1 else None
-    has_header = not force_no_header and _looks_like_header(first, second)
+    has_header = _looks_like_header(first, second)
     headers = _unique_headers(first, path) if has_header else _positional_names(len(first))
 
     first_data_line = 2 if has_header else 1
@@ -240,7 +240,7 @@ def _read_whitespace(con, path: Path, headers, has_header: bool):
     return raw.select(**{name: tokens[i] for i, name in enumerate(headers)})
 
 
-def _stage_excel(con, path: Path, table: str, *, force_no_header: bool) -> StagedFile:
+def _stage_excel(con, path: Path, table: str) -> StagedFile:
     try:
         frame = pd.read_excel(path, sheet_name=0, header=None, dtype=str, keep_default_na=False)
     except Exception as error:  # openpyxl raises several unrelated classes for broken files
@@ -250,7 +250,7 @@ def _stage_excel(con, path: Path, table: str, *, force_no_header: bool) -> Stage
         raise InputError(message_id="errors.empty_sheet", path=path)
     first = [str(v) for v in frame.iloc[0]]
     second = [str(v) for v in frame.iloc[1]] if len(frame) > 1 else None
-    has_header = not force_no_header and _looks_like_header(first, second)
+    has_header = _looks_like_header(first, second)
     headers = _unique_headers(first, path) if has_header else _positional_names(len(first))
     data = frame.iloc[1:] if has_header else frame
     sheet_rows = data.index.to_numpy() + 1  # pandas numbers sheet rows from 0

@@ -299,13 +299,7 @@ def _standard_errors(hessian: np.ndarray, names: Sequence[str], model: str) -> d
             raise np.linalg.LinAlgError("non-finite Hessian")
         factor = np.linalg.cholesky(-hessian)
     except np.linalg.LinAlgError:
-        warnings.warn(
-            f"{model}: the Hessian of the log-likelihood at the optimum is not negative definite, so the "
-            "observed information cannot be inverted (the likelihood is flat in some direction, or the "
-            "optimum lies on the edge of the parameter space); standard errors are set to NaN",
-            DataQualityWarning,
-            stacklevel=4,
-        )
+        warnings.warn(DataQualityWarning(message_id="warnings.singular_hessian", model=model), stacklevel=4)
         return {name: float("nan") for name in names}
     inverse_factor = np.linalg.inv(factor)
     variances = np.sum(inverse_factor**2, axis=0)  # diag of (L L^T)^-1 = column sums of (L^-1)**2
@@ -322,19 +316,14 @@ def _converged(result) -> tuple[bool, str]:
     return False, str(result.message)
 
 
-def _convergence_message(result, params: dict[str, float], model: str, max_iterations: int) -> str:
-    """Say which solver stopped, how, where, and what to do about it."""
-    if result.status == 1:  # scipy BFGS: iteration limit reached
-        remedy = f"raise max_iterations (now {max_iterations})"
-    else:
-        remedy = (
-            "the likelihood is flat or still rising toward an edge of the parameter space; look for "
-            "estimates running to 0 or to very large values, which the data cannot pin down"
-        )
-    estimates = ", ".join(f"{name}={value:.4g}" for name, value in params.items())
-    return (
-        f"{model}: solver {SOLVER} stopped without converging after {result.nit} iterations "
-        f"(status {result.status}: {result.message}); the estimates are its last point ({estimates}); {remedy}"
+def _convergence_warning(result, params: dict[str, float], model: str, max_iterations: int) -> ConvergenceWarning:
+    """Build the warning that names the solver, how it stopped, its last point, and what to do about it."""
+    remedy = "warnings.remedy_iterations" if result.status == 1 else "warnings.remedy_flat"  # 1: BFGS iteration limit
+    return ConvergenceWarning(
+        message_id="warnings.not_converged", model=model, solver=SOLVER, iterations=result.nit,
+        status=f"{result.status}: {result.message}",
+        estimates=", ".join(f"{name}={value:.4g}" for name, value in params.items()),
+        remedy=ConvergenceWarning(message_id=remedy, max_iterations=max_iterations),
     )
 
 
@@ -403,7 +392,7 @@ def fit_maximum_likelihood(
         )
     converged, status = _converged(result)
     if not converged:
-        warnings.warn(_convergence_message(result, dict(zip(names, params)), model, max_iterations), ConvergenceWarning, stacklevel=3)
+        warnings.warn(_convergence_warning(result, dict(zip(names, params)), model, max_iterations), stacklevel=3)
     return FitResult(
         params=dict(zip(names, params.tolist())),
         standard_errors=_standard_errors(_hessian(log_likelihood, params), names, model),
