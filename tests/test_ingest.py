@@ -264,3 +264,13 @@ def test_gzip_text_gbk(tmp_path):
 
     assert staged[0].encoding == "gb18030"
     assert tables.stats["rows_read"] == 5
+
+
+def test_apparel_id_and_price_recognised(tmp_path):
+    tables, _, mapping = load(dataset("clvtools_apparel", "apparelTrans.csv"), tmp_path)
+
+    assert mapping.columns == {"customer_id": "Id", "date": "Date", "amount": "Price"}
+    # SOURCE.md: 3,187 transactions of 600 customers; 4 customers have two on one date.
+    assert tables.stats["rows_read"] == 3_187
+    assert tables.purchases.customer_id.nunique().execute() == 600
+    assert tables.stats["purchases_merged"] == 4

@@ -501,3 +501,13 @@ def test_toy_on_pyspark_matches_duckdb(toy_frames, toy, spark_session):
     for period in ("month", "week"):
         on_spark = compute_kpis(con.table("kpi_lines"), con.table("kpi_purchases"), period=period)
         assert on_spark == compute_kpis(*toy, period=period), period
+
+
+def test_partial_last_period_marked_incomplete(online_retail_kpis):
+    # Online Retail ends on 2011-12-09, so December 2011 is not complete but November is.
+    retention = online_retail_kpis["month"]["retention"]
+
+    assert retention[-1]["period"] == "2011-12"
+    assert retention[-1]["complete"] is False
+    assert retention[-2]["complete"] is True
+    assert all(entry["complete"] for entry in retention[:-1])

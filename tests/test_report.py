@@ -265,6 +265,7 @@ def test_data_quality_counts_and_reasons(rendered):
 def test_at_risk_table_matches_independent_ranking(rendered):
     language, html = rendered
     customers = make_customers(language)
+    customers = customers[customers["probability_alive"] < render_module.AT_RISK_MAX_ALIVE]
     expected = (
         customers.assign(score=(1 - customers["probability_alive"]) * customers["total_revenue"])
         .sort_values("score", ascending=False, kind="stable")["customer_id"]
@@ -347,14 +348,14 @@ def test_render_without_customers():
     empty = make_customers("en").iloc[0:0]
     html = render_report(make_report("en", customers=empty))
     assert message("report.clv.empty", "en") in html
-    assert message("report.at_risk.empty", "en", amount="¥0.01") in html
+    assert message("report.at_risk.empty", "en", amount="¥0.01", max_alive="50.0%") in html
     assert message("report.segments.empty", "en") in html
 
 
 def test_at_risk_empty_when_all_alive():
     customers = make_customers("en").assign(probability_alive=1.0 - 1e-12)
     html = render_report(make_report("en", customers=customers))
-    assert message("report.at_risk.empty", "en", amount="¥0.01") in html
+    assert message("report.at_risk.empty", "en", amount="¥0.01", max_alive="50.0%") in html
     assert 'id="at-risk-table"' not in html
 
 

@@ -113,7 +113,8 @@ def compute_kpis(lines: ir.Table, purchases: ir.Table, *, period: str = "month")
 
     summary, first_index, last_index = _summarise(indexed_lines, indexed_purchases)
     result = dict(summary)
-    result["retention"] = _retention(indexed_purchases, first_index, last_index, period)
+    last_date = datetime.date.fromisoformat(result["last_date"]) if result["last_date"] else None
+    result["retention"] = _retention(indexed_purchases, first_index, last_index, period, last_date=last_date)
     result["cohorts"] = _cohorts(indexed_purchases, last_index, period)
 
     logger.info(
@@ -188,6 +189,14 @@ def _period_index(order_date: ir.DateValue, period: str) -> ir.IntegerValue:
     # Mondays are whole weeks apart, so the division is exact and no backend's rounding matters.
     monday = order_date.truncate("W")
     return (monday.epoch_days() - WEEK_INDEX_ORIGIN_EPOCH_DAY) // DAYS_PER_WEEK
+
+
+def _period_end(index: int, period: str) -> datetime.date:
+    """Return the last day of the period numbered ``index`` by :func:`_period_index`."""
+    if period == "month":
+        year, month_offset = divmod(index + 1, MONTHS_PER_YEAR)
+        return datetime.date(year, month_offset + 1, 1) - datetime.timedelta(days=1)
+    return WEEK_INDEX_ORIGIN + datetime.timedelta(weeks=index, days=DAYS_PER_WEEK - 1)
 
 
 def _period_label(index: int, period: str) -> str:
@@ -287,8 +296,14 @@ def _customer_totals(purchases: ir.Table) -> pd.Series:
 # --- retention --------------------------------------------------------------------------------
 
 
-def _retention(purchases: ir.Table, first_index: int | None, last_index: int | None, period: str) -> list[dict]:
-    """Return one retention entry per period after ``first_index``, up to ``last_index``."""
+def _retention(
+    purchases: ir.Table, first_index: int | None, last_index: int | None, period: str, *, last_date
+) -> list[dict]:
+    """Return one retention entry per period after ``first_index``, up to ``last_index``.
+
+    ``complete`` is False for a period that the data ends inside: it had fewer days to buy in, so
+    its rates are not comparable with the others.
+    """
     if first_index is None:
         return []
 
@@ -322,6 +337,7 @@ def _retention(purchases: ir.Table, first_index: int | None, last_index: int | N
                 "retained": retained,
                 "retention_rate": retention_rate,
                 "churn_rate": None if retention_rate is None else 1.0 - retention_rate,
+                "complete": last_date is not None and _period_end(index, period) <= last_date,
             }
         )
     return entries

@@ -21,6 +21,8 @@ _SYNONYMS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("customerid", "customer", "custid", "clientid", "memberid", "userid", "buyerid", "membernumber",
          "买家会员名", "会员id", "会员编号", "会员名", "客户id", "客户编号", "用户id", "买家id", "买家昵称"),
         ("phone", "mobile", "phonenumber", "手机号", "手机号码", "手机", "联系电话", "email", "邮箱"),
+        # A bare "Id" names the customer only when nothing better is present (CLVTools' apparel data).
+        ("id", "编号"),
     ),
     "order_id": (
         ("orderid", "ordernumber", "orderno", "invoiceno", "invoice", "transactionid",
@@ -133,6 +135,11 @@ def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None,
                 recognised_by[field] = "header"
                 taken.add(matches[0])
                 break
+
+    if "amount" not in columns and "unit_price" in columns and "quantity" not in columns:
+        # Without a quantity, a lone price column is what each row cost.
+        columns["amount"] = columns.pop("unit_price")
+        recognised_by["amount"] = recognised_by.pop("unit_price")
 
     needed = [field for field in REQUIRED_FIELDS if field not in columns]
     has_amount = "amount" in columns or all(field in columns for field in _AMOUNT_ALTERNATIVE)

@@ -72,6 +72,9 @@ AT_RISK_ROWS = 20
 # Money is shown with two decimals, so a revenue at risk below 0.005 would show as 0.00. Such
 # customers are left out, and a model that considers everyone active gives an empty table.
 _MIN_AT_RISK = 0.005
+# Only customers the model thinks more likely gone than active are listed as at risk, so a fit in
+# which nearly everyone is active (a dropout rate near 0) lists nobody rather than active buyers.
+AT_RISK_MAX_ALIVE = 0.5
 # Customer shares, in percent, for the concentration table.
 TOP_PERCENTS = (1, 5, 10, 20)
 
@@ -264,6 +267,7 @@ def render_report(data: ReportData) -> str:
         "model": _model(data, formats),
         "at_risk": _at_risk(data, formats),
         "at_risk_minimum": formats.money(_MIN_AT_RISK),
+        "at_risk_max_alive": formats.percent(AT_RISK_MAX_ALIVE),
     }
     page = _environment().get_template("report.html").render(context)
     logger.info("report_rendered language=%s customers=%d characters=%d", data.language, len(data.customers), len(page))
@@ -430,7 +434,9 @@ def _kpi_tiles(data: ReportData, formats: _Formats) -> list[dict[str, str]]:
 
     retention = list(kpis.get("retention") or [])
     if retention:
-        last = retention[-1]
+        # The last complete period: the data may end part-way through the final one.
+        complete = [entry for entry in retention if entry.get("complete", True)]
+        last = complete[-1] if complete else retention[-1]
         retention_note = translate(
             "report.kpi.retention_note",
             period=str(last.get("period")),
@@ -911,14 +917,14 @@ def _at_risk(data: ReportData, formats: _Formats) -> list[dict[str, str]]:
     Historical revenue, not predicted CLV, measures the value here. Predicted CLV already scales
     with P(alive), so (1 - P(alive)) x CLV would be small both for customers surely lost and for
     customers surely active. Ties keep the order of the customer table. Customers with less than
-    :data:`_MIN_AT_RISK` at risk are left out.
+    :data:`_MIN_AT_RISK` at risk, or with P(alive) of :data:`AT_RISK_MAX_ALIVE` or more, are left out.
     """
     customers = data.customers
     alive = customers["probability_alive"].to_numpy(dtype=float)
     revenue = customers["total_revenue"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
         at_risk = (1.0 - alive) * revenue
-    candidates = np.flatnonzero(np.isfinite(at_risk) & (at_risk >= _MIN_AT_RISK))
+    candidates = np.flatnonzero(np.isfinite(at_risk) & (at_risk >= _MIN_AT_RISK) & (alive < AT_RISK_MAX_ALIVE))
     if candidates.size > AT_RISK_ROWS:
         # Keep every customer tied with the last row, so that the stable sort decides ties.
         threshold = np.partition(at_risk[candidates], -AT_RISK_ROWS)[-AT_RISK_ROWS]
