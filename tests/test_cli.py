@@ -111,3 +111,19 @@ def test_analyze_cdnow_master_from_cli(tmp_path):
     kpis = json.loads((out / "kpis.json").read_text(encoding="utf-8"))
     assert kpis["customers"] == 23_570
     assert len(kpis["cohorts"]["cohorts"]) == 3
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    path = write_rows(tmp_path / "ok.csv", [["customer", "date", "amount"], ["a", "2024-01-01", "1"]])
+    result = run_cli("analyze", str(path), "--out", str(path), "-q")
+
+    assert result.returncode == EXIT_INPUT_ERROR
+    assert "Traceback" not in result.stderr
+    assert "cannot be created" in result.stderr
+
+
+def test_version():
+    result = run_cli("--version")
+
+    assert result.returncode == 0
+    assert result.stdout.startswith("revopt ")

@@ -10,7 +10,7 @@ import ibis
 import pandas as pd
 import pytest
 
-from revopt.errors import ColumnMappingError, InputError, ParseError
+from revopt.errors import ColumnMappingError, ConfigError, InputError, ParseError
 from revopt.ingest import load_orders, parse_map_options
 from revopt.ingest.columns import resolve_columns
 from revopt.ingest.parsing import detect_date_family, parse_timestamp
@@ -274,3 +274,17 @@ def test_apparel_id_and_price_recognised(tmp_path):
     assert tables.stats["rows_read"] == 3_187
     assert tables.purchases.customer_id.nunique().execute() == 600
     assert tables.stats["purchases_merged"] == 4
+
+
+def test_utc_offset_needs_time_zone(tmp_path):
+    rows = [["customer_id", "order_time", "amount"], ["c1", "2024-03-01T17:30:00+08:00", "10"]]
+    with pytest.raises(ConfigError, match="--tz"):
+        load(write_csv(tmp_path / "o.csv", rows, "utf-8"), tmp_path)
+
+
+def test_folder_skips_revopt_outputs(tmp_path):
+    write_csv(tmp_path / "orders.csv", [["customer", "date", "amount"], ["a", "2024-01-01", "1"]], "utf-8")
+    write_csv(tmp_path / "customers.csv", [["customer_id", "frequency"], ["a", "0"]], "utf-8")
+    tables, staged, _ = load(tmp_path, tmp_path)
+
+    assert [file.path.name for file in staged] == ["orders.csv"]

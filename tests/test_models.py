@@ -491,3 +491,24 @@ def test_to_dict_is_json_ready(cdnow_model, cdnow_spend_model):
 def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(module)
     assert failures == 0
+
+
+def test_bg_nbd_expected_purchases_with_concentrated_dropout():
+    # a and b in the thousands to millions: every customer has nearly the same dropout probability
+    # and the closed form's 2F1 overflows. Compare with quadrature of eq. 9's integral over p.
+    from scipy import integrate, stats
+
+    r, alpha, t = 0.4263, 3.774, 10.0
+    for scale in (1e4, 1e6):
+        a, b = 0.2831 * scale, 0.9448 * scale
+        model = BetaGeoModel()
+        model.params_ = {"r": r, "alpha": alpha, "a": a, "b": b}
+        low, high = stats.beta.ppf([1e-12, 1 - 1e-12], a, b)
+        integrand = lambda p: (1 - (1 + p * t / alpha) ** -r) / p * stats.beta.pdf(p, a, b)
+        expected = integrate.quad(integrand, low, high, epsabs=0, epsrel=1e-12, limit=200)[0]
+
+        assert model.expected_purchases_new_customer(np.array([t]))[0] == pytest.approx(expected, rel=1e-7)
+        conditional = model.expected_purchases(t, np.array([0.0, 5.0, 300.0]), np.array([0.0, 30.0, 39.9]),
+                                               np.array([40.0, 40.0, 40.0]))
+        assert np.all(np.isfinite(conditional))
+        assert np.all(conditional > 0)

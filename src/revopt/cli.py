@@ -16,6 +16,7 @@ import warnings
 import duckdb
 from pathlib import Path
 
+from revopt import __version__
 from revopt.errors import RevoptError, RevoptWarning
 from revopt.i18n import LANGUAGES, Translator, catalog, detect_language, message
 from revopt.ingest import DUPLICATE_MODES, FIELDS
@@ -27,7 +28,8 @@ log = logging.getLogger("revopt")
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's status for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 # The demo shop's orders carry China local times, and its last half year is held out to show the
 # predicted-versus-actual diagnostics.
 DEMO_TIME_ZONE = "Asia/Shanghai"
@@ -91,6 +93,7 @@ def build_parser(language: str) -> argparse.ArgumentParser:
 
     parser = Parser(prog="revopt", description=t("cli.description"))
     parser.add_argument("--lang", choices=LANGUAGES, default=None, help=t("cli.help.lang"))
+    parser.add_argument("--version", action="version", version=f"revopt {__version__}", help=t("cli.help.version"))
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help=t("cli.help.analyze"), description=t("cli.help.analyze"))
@@ -161,6 +164,8 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
         print(message("cli.analyze.spend_excluded", language, count=excluded["count"],
                       examples=", ".join(excluded["example_ids"])))
     holdout = result.model.get("holdout")
+    if args.calibration_end is not None and not holdout:
+        print(message("cli.analyze.no_holdout", language, calibration_end=args.calibration_end))
     if holdout:
         print(message("cli.analyze.holdout", language, predicted=holdout["predicted_total"],
                       actual=holdout["actual_total"], mae=holdout["mae"]))
@@ -171,12 +176,16 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
 
 
 def _show_warnings(caught, language: str) -> None:
-    """Print revopt's warnings in the operator's language; log other libraries' warnings (shown with -v)."""
+    """Print revopt's warnings in the operator's language; log other libraries' warnings once each (-v shows them)."""
+    repeats: dict[tuple[str, str], int] = {}
     for warning in caught:
         if isinstance(warning.message, RevoptWarning):
             print(message("cli.warning", language, detail=warning.message.localized(language)), file=sys.stderr)
         else:
-            log.info("event=library_warning category=%s message=%s", warning.category.__name__, warning.message)
+            key = (warning.category.__name__, str(warning.message))
+            repeats[key] = repeats.get(key, 0) + 1
+    for (category, text), count in repeats.items():
+        log.info("event=library_warning category=%s count=%d message=%s", category, count, text)
 
 
 def _run_demo(args, language: str) -> None:
@@ -200,8 +209,12 @@ def _run_demo(args, language: str) -> None:
     print(message("cli.demo.fitted", language, **{name: f"{value:.3g}" for name, value in fitted.items()}))
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
+
+
 def _interrupt(signal_number, frame) -> None:
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         log.info("event=run_failed error=%s", error)
         print(message("cli.error", language, detail=error.localized(language)), file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except (KeyboardInterrupt, duckdb.InterruptException):
+    except (KeyboardInterrupt, duckdb.InterruptException) as interruption:
+        print(message("cli.interrupted", language), file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(interruption, _Terminated) else EXIT_INTERRUPTED
+    except RuntimeError as error:
+        # DuckDB turns a signal that arrives during a query into RuntimeError("Query interrupted").
+        if "interrupted" not in str(error).lower():
+            raise
         print(message("cli.interrupted", language), file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:

@@ -72,9 +72,10 @@ class AnalysisSettings:
     def validated(self) -> AnalysisSettings:
         check_time_unit(self.time_unit)
         parse_horizon(self.horizon, self.time_unit)
-        check_range("discount rate", self.discount_rate, low=0.0, high=1.0)
-        check_range("margin", self.margin, low=0.0, high=1.0, low_inclusive=False)
-        check_range("max invalid share", self.max_invalid_share, low=0.0, high=1.0)
+        # Named as the CLI options, since operators read these messages.
+        check_range("--discount-rate", self.discount_rate, low=0.0, high=1.0)
+        check_range("--margin", self.margin, low=0.0, high=1.0, low_inclusive=False)
+        check_range("--max-invalid", self.max_invalid_share, low=0.0, high=1.0)
         detect_language(self.language)
         if self.tz is not None:
             _check_time_zone(self.tz)
@@ -165,7 +166,10 @@ def analyze(
     language = detect_language(settings.language)
     out_dir = Path(out_dir)
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(message_id="errors.bad_out_dir", path=out_dir, detail=error.strerror or error) from error
     step = _StepTimer(progress)
     scratch = Path(tempfile.mkdtemp(prefix=".revopt-", dir=out_dir))
     temporary_workspace = settings.workspace is None

@@ -34,5 +34,4 @@ def connect_backend(url: str):
     try:
         return ibis.connect(url)
     except Exception as error:  # each backend raises its own classes for a bad URL or a refused connection
-        raise ConfigError(f"backend {url!r} could not be connected: {error}; check the URL and that the backend "
-                          "package is installed") from error
+        raise ConfigError(message_id="errors.backend_failed", url=repr(url), detail=error) from error

@@ -118,6 +118,10 @@ def clean_orders(
     if date_format is None:
         family = detect_date_family(raw, "raw_date", dayfirst=dayfirst, source=source,
                                     column_label=column_labels["date"])
+    if tz is None and (family is not None and family.has_offset or date_format is not None and "%z" in date_format):
+        example = raw.filter(raw.raw_date.notnull()).select("raw_date").limit(1).to_pandas().raw_date.iloc[0]
+        raise ConfigError(message_id="errors.offset_needs_tz", source=source, column=column_labels["date"],
+                          example=repr(example))
     timestamp = parse_timestamp(raw.raw_date.strip(), family, tz=tz, date_format=date_format)
     if amount_from_lines:
         amount = parse_number(raw.raw_quantity) * parse_number(raw.raw_unit_price)
@@ -215,10 +219,11 @@ def _count(parsed: ibis.Table) -> dict:
         duplicates_dropped=parsed.is_duplicate.sum(),
         identical_rows=parsed.is_identical.sum(),
         cancelled_rows=(parsed.reason == "cancelled_status").sum(),
-        bad_dates=(parsed.reason == "invalid_date").sum(),
+        # Counted over all rows, whatever other reason a row has, so that bad / total share one base.
+        bad_dates=(~parsed.date_empty & parsed.order_time.isnull()).sum(),
         non_empty_dates=(~parsed.date_empty).sum(),
-        bad_amounts=(parsed.reason == "invalid_amount").sum(),
-        non_empty_amounts=(~parsed.amount_empty & parsed.order_time.notnull()).sum(),
+        bad_amounts=(~parsed.amount_empty & parsed.amount.isnull()).sum(),
+        non_empty_amounts=(~parsed.amount_empty).sum(),
         rows_rejected=parsed.reason.notnull().sum(),
     ).to_pandas().iloc[0]
     rejected = parsed.filter(parsed.reason.notnull())

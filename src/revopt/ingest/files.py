@@ -20,7 +20,7 @@ from pathlib import Path
 import ibis
 import pandas as pd
 
-from revopt.errors import InputError
+from revopt.errors import ConfigError, InputError
 from revopt.ingest.columns import normalise_header, _SYNONYMS
 
 __all__ = ["StagedFile", "discover_files", "stage_file"]
@@ -40,6 +40,8 @@ _DELIMITERS = ",\t;|"
 _KNOWN_HEADERS = {synonym for groups in _SYNONYMS.values() for group in groups for synonym in group}
 _NUMBER_PATTERN = re.compile(r"^[+-]?[\d,]*\.?\d+([eE][+-]?\d+)?$")
 WHITESPACE = "whitespace"
+# Files that ``revopt analyze`` writes; a folder given as input never reads them back as orders.
+OUTPUT_NAMES = frozenset({"customers.csv", "customers.parquet", "rejected.csv"})
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,12 @@ def discover_files(orders: str | Path) -> list[Path]:
     text = str(orders)
     path = Path(text)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if _suffix(p) in SUPPORTED_SUFFIXES)
-        where = f"folder {text}"
+        # revopt's own outputs are skipped, so that --out may point into the input folder.
+        files = sorted(p for p in path.iterdir() if _suffix(p) in SUPPORTED_SUFFIXES and p.name not in OUTPUT_NAMES)
+        where = text
     elif any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(text) if _suffix(Path(p)) in SUPPORTED_SUFFIXES)
-        where = f"pattern {text}"
+        where = text
     elif path.is_file():
         if _suffix(path) not in SUPPORTED_SUFFIXES:
             raise InputError(message_id="errors.unsupported_type", path=text, suffix=_suffix(path) or "(none)",
@@ -224,6 +227,8 @@ def _read_delimited(con, path: Path, headers, has_header: bool, delimiter: str, 
         )
     except Exception as error:  # DuckDB raises its own error classes; map them to one message.
         first_line = str(error).strip().splitlines()[0]
+        if "Out of Memory" in first_line:
+            raise ConfigError(message_id="errors.out_of_memory", path=original, detail=first_line) from error
         raise InputError(message_id="errors.unreadable_table", path=original, detail=first_line) from error
     return relation
 

@@ -139,7 +139,9 @@ def detect_date_family(table, column: str, *, dayfirst: bool | None, source: str
     leaders = [_FAMILIES_BY_NAME[name] for name, count in family_counts.items() if count == best]
     ordered = [family for family in leaders if family.day_first is not None]
     if len(leaders) > 1 and ordered and dayfirst is None:
-        raise ParseError(message_id="errors.ambiguous_dates", source=source, column=column_label)
+        month_first = next(family for family in ordered if family.day_first is False)
+        raise ParseError(message_id="errors.ambiguous_dates", source=source, column=column_label,
+                         month_first=month_first.formats[-1])
     if len(leaders) > 1 and ordered:
         chosen = next(family for family in ordered if family.day_first == dayfirst)
     else:
