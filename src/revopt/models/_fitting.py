@@ -7,8 +7,8 @@ Three pieces, used in this order by every model's ``fit``:
 2. :func:`compress` collapses customers with identical sufficient statistics into one weighted row, so
    the cost of a likelihood evaluation grows with the number of distinct histories, not of customers.
 3. :func:`fit_maximum_likelihood` minimises the weighted negative log-likelihood over the logarithms
-   of the parameters and returns a :class:`FitResult` with standard errors from the observed
-   information.
+   of the parameters and returns a :class:`FitResult` with the covariance matrix and standard errors
+   from the observed information.
 """
 
 from __future__ import annotations
@@ -95,6 +95,11 @@ class FitResult:
         Solver iterations and likelihood-and-gradient evaluations.
     solver : str
         The scipy.optimize method used.
+    covariance : tuple of tuple of float, or None
+        Asymptotic covariance matrix of the estimates in the natural parametrisation, rows and
+        columns in the order of ``params``: the inverse of the observed information (minus the
+        Hessian of the log-likelihood) at the estimates. ``None`` when that Hessian is not negative
+        definite, and in results built without it.
     """
 
     params: dict[str, float]
@@ -107,11 +112,16 @@ class FitResult:
     iterations: int
     function_evaluations: int
     solver: str = SOLVER
+    covariance: tuple[tuple[float, ...], ...] | None = None
 
     def to_dict(self) -> dict:
-        """Return a JSON-ready dict; NaN standard errors become ``None`` (JSON has no NaN)."""
+        """Return a JSON-ready dict; NaN standard errors become ``None`` (JSON has no NaN).
+
+        ``covariance`` becomes a list of row lists, or stays ``None``.
+        """
         result = asdict(self)
         result["standard_errors"] = {k: (None if np.isnan(v) else v) for k, v in self.standard_errors.items()}
+        result["covariance"] = None if self.covariance is None else [list(row) for row in self.covariance]
         return result
 
 
@@ -292,18 +302,25 @@ def _hessian(log_likelihood: LogLikelihood, params: np.ndarray) -> np.ndarray:
     return (hessian + hessian.T) / 2.0
 
 
-def _standard_errors(hessian: np.ndarray, names: Sequence[str], model: str) -> dict[str, float]:
-    """Square roots of the diagonal of the inverse observed information, or NaN with a warning."""
+def _covariance(hessian: np.ndarray, model: str) -> np.ndarray | None:
+    """Return the inverse observed information ``(-hessian)^-1``, or None with a warning when
+    ``-hessian`` is not positive definite."""
     try:
         if not np.all(np.isfinite(hessian)):
             raise np.linalg.LinAlgError("non-finite Hessian")
         factor = np.linalg.cholesky(-hessian)
     except np.linalg.LinAlgError:
         warnings.warn(DataQualityWarning(message_id="warnings.singular_hessian", model=model), stacklevel=4)
-        return {name: float("nan") for name in names}
+        return None
     inverse_factor = np.linalg.inv(factor)
-    variances = np.sum(inverse_factor**2, axis=0)  # diag of (L L^T)^-1 = column sums of (L^-1)**2
-    return {name: float(np.sqrt(v)) for name, v in zip(names, variances)}
+    return inverse_factor.T @ inverse_factor  # (L L^T)^-1 = L^-T L^-1
+
+
+def _standard_errors(covariance: np.ndarray | None, names: Sequence[str]) -> dict[str, float]:
+    """Square roots of the diagonal of the covariance matrix, or NaN for every parameter without one."""
+    if covariance is None:
+        return {name: float("nan") for name in names}
+    return {name: float(np.sqrt(v)) for name, v in zip(names, np.diag(covariance))}
 
 
 def _converged(result) -> tuple[bool, str]:
@@ -363,6 +380,8 @@ def fit_maximum_likelihood(
     Returns
     -------
     FitResult
+        With ``covariance`` and ``standard_errors`` from the inverse observed information in the
+        natural parameters, by central differences of the analytic gradient.
 
     Raises
     ------
@@ -374,7 +393,8 @@ def fit_maximum_likelihood(
     ConvergenceWarning
         If the solver stops without meeting its criterion; the estimates are returned as they are.
     DataQualityWarning
-        If the Hessian at the optimum is not negative definite (standard errors are then NaN).
+        If the Hessian at the optimum is not negative definite (standard errors are then NaN and
+        ``covariance`` is None).
     """
     objective = _objective(log_likelihood, n_customers)
     theta0 = np.log(np.asarray(start, dtype=float))
@@ -393,9 +413,10 @@ def fit_maximum_likelihood(
     converged, status = _converged(result)
     if not converged:
         warnings.warn(_convergence_warning(result, dict(zip(names, params)), model, max_iterations), stacklevel=3)
+    covariance = _covariance(_hessian(log_likelihood, params), model)
     return FitResult(
         params=dict(zip(names, params.tolist())),
-        standard_errors=_standard_errors(_hessian(log_likelihood, params), names, model),
+        standard_errors=_standard_errors(covariance, names),
         log_likelihood=float(value),
         n_customers=float(n_customers),
         n_distinct=int(n_distinct),
@@ -403,6 +424,7 @@ def fit_maximum_likelihood(
         status=status,
         iterations=int(result.nit),
         function_evaluations=int(result.nfev),
+        covariance=None if covariance is None else tuple(tuple(row) for row in covariance.tolist()),
     )
 
 
