@@ -20,6 +20,7 @@ from revopt import __version__
 from revopt.errors import RevoptError, RevoptWarning
 from revopt.i18n import LANGUAGES, Translator, catalog, detect_language, message
 from revopt.ingest import DUPLICATE_MODES, FIELDS
+from revopt.selection import MODEL_CHOICES
 from revopt.timeunits import TIME_UNITS
 
 __all__ = ["main", "build_parser"]
@@ -70,6 +71,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser, t) -> None:
     parser.add_argument("--workspace", type=Path, help=t("cli.help.workspace"))
     parser.add_argument("--backend", help=t("cli.help.backend"))
     parser.add_argument("--memory-limit", default="4GB", help=t("cli.help.memory_limit"))
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="auto", help=t("cli.help.model"))
 
 
 def _add_common_options(parser: argparse.ArgumentParser, t) -> None:
@@ -136,7 +138,7 @@ def _settings(args):
         discount_rate=args.discount_rate, margin=args.margin, tz=args.tz, currency=args.currency,
         language=args.lang, column_map=tuple(args.map), dayfirst=args.dayfirst, date_format=args.date_format,
         duplicates=args.duplicates, max_invalid_share=args.max_invalid, workspace=args.workspace,
-        backend=args.backend, memory_limit=args.memory_limit,
+        backend=args.backend, memory_limit=args.memory_limit, model=args.model,
     )
 
 
@@ -169,6 +171,7 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
     if holdout:
         print(message("cli.analyze.holdout", language, predicted=holdout["predicted_total"],
                       actual=holdout["actual_total"], mae=holdout["mae"]))
+    print(message("cli.analyze.model", language, reason=result.selection.reason(language)))
     print(message("cli.analyze.done", language, customers=len(result.customers), horizon=args.horizon,
                   clv_total=float(result.customers.clv.sum()), currency=args.currency, out_dir=out_dir))
     print(message("cli.analyze.report", language, path=out_dir / "report.html"))
@@ -207,6 +210,8 @@ def _run_demo(args, language: str) -> None:
     result = _run_analysis(path, args.out, args, language)
     fitted = {**result.model["models"]["bg_nbd"]["params"], **result.model["models"]["gamma_gamma"]["params"]}
     print(message("cli.demo.fitted", language, **{name: f"{value:.3g}" for name, value in fitted.items()}))
+    print(message("cli.demo.chosen", language, model=result.selection.chosen,
+                  reason=result.selection.reason(language)))
 
 
 class _Terminated(KeyboardInterrupt):

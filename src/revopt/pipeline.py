@@ -31,7 +31,9 @@ from revopt.errors import ConfigError, FitError, InputError, check_range
 from revopt.i18n import detect_language
 from revopt.ingest import load_orders
 from revopt.kpis import compute_kpis
-from revopt.models import BetaGeoModel, GammaGammaModel, customer_lifetime_value
+from revopt import diagnostics
+from revopt.models import GammaGammaModel, customer_lifetime_value
+from revopt.selection import MODEL_CHOICES, PurchaseModelChoice, choose, comparison_records, fit_purchase_models, holdout_predictions
 from revopt.summary import compressed_statistics, customer_summary, holdout_counts
 from revopt.timeunits import DAYS_PER_UNIT, check_time_unit, parse_horizon
 from revopt.workspace import DEFAULT_MEMORY_LIMIT, connect_backend, open_workspace
@@ -67,6 +69,7 @@ class AnalysisSettings:
     max_invalid_share: float = 0.01
     workspace: Path | None = None
     backend: object = None  # an Ibis backend URL such as pyspark://, or a connected Ibis backend
+    model: str = "auto"
     memory_limit: str = DEFAULT_MEMORY_LIMIT
 
     def validated(self) -> AnalysisSettings:
@@ -77,6 +80,9 @@ class AnalysisSettings:
         check_range("--margin", self.margin, low=0.0, high=1.0, low_inclusive=False)
         check_range("--max-invalid", self.max_invalid_share, low=0.0, high=1.0)
         detect_language(self.language)
+        if self.model not in MODEL_CHOICES:
+            raise ConfigError(message_id="errors.unknown_model", value=repr(self.model),
+                              choices=", ".join(MODEL_CHOICES))
         if self.tz is not None:
             _check_time_zone(self.tz)
         if not _MEMORY_LIMIT_PATTERN.match(self.memory_limit):
@@ -120,8 +126,9 @@ class AnalysisResult:
     ingest: dict
     tracking: pd.DataFrame | None
     timings: dict = field(default_factory=dict)
-    bg_nbd: BetaGeoModel | None = None
+    purchase_model: object | None = None
     gamma_gamma: GammaGammaModel | None = None
+    selection: PurchaseModelChoice | None = None
 
 
 class _StepTimer:
@@ -224,25 +231,38 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
         if calibration.frequency.max().execute() < 1:
             raise ConfigError(message_id="errors.no_repeat_purchases", first=first_date,
                               calibration_end=calibration_end)
-        bg_nbd, gamma_gamma, spend_excluded = _fit_models(calibration, settings.time_unit)
+        stats = compressed_statistics(calibration).to_pandas()
+        fitted, failures = fit_purchase_models(stats, time_unit=settings.time_unit, choice=settings.model)
+        gamma_gamma, spend_excluded = _fit_spend(calibration)
+
+    validation = None
+    if holdout:
+        with step("holdout"):
+            validation = _holdout_validation(calibration, purchases, fitted, calibration_end, observation_end,
+                                             settings.time_unit)
+    selection = choose(fitted, failures, n_customers=float(stats["count"].sum()), choice=settings.model,
+                       holdout=validation and validation["pairs"])
+    purchase_model = selection.model
+    log.info("event=purchase_model_chosen model=%s reason=%s", selection.chosen, selection.reason("en"))
 
     with step("score"):
         customers = _score_customers(
-            purchases, lines, bg_nbd, gamma_gamma, observation_end=observation_end, settings=settings
+            purchases, lines, purchase_model, gamma_gamma, observation_end=observation_end, settings=settings
         )
-        _check_finite(customers, bg_nbd, gamma_gamma)
+        _check_finite(customers, purchase_model, gamma_gamma)
         customers = _add_segments(customers, observation_end, language)
-    model = _model_json(bg_nbd, gamma_gamma, settings, calibration_end, observation_end, spend_excluded)
+    model = _model_json(selection, gamma_gamma, settings, calibration_end, observation_end, spend_excluded)
     model["rfm_edges"] = customers.attrs.pop("rfm_edges")
 
     tracking = None
+    model["holdout"] = None
     if holdout:
         with step("holdout"):
-            model["holdout"] = _holdout_metrics(calibration, purchases, bg_nbd, calibration_end, observation_end,
-                                                settings.time_unit)
-            tracking = _tracking(calibration, purchases, bg_nbd, calibration_end, observation_end, settings.time_unit)
-    else:
-        model["holdout"] = None
+            model["holdout"], model["diagnostics"] = _holdout_report(
+                validation, selection, gamma_gamma, calibration_end, observation_end
+            )
+            tracking = _tracking(calibration, purchases, purchase_model, calibration_end, observation_end,
+                                 settings.time_unit)
 
     with step("write"):
         _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
@@ -260,7 +280,8 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
             tracking=tracking,
         )
         write_report(report, scratch / "report.html")
-    return AnalysisResult(scratch, customers, model, kpis, ingest, tracking, step.timings, bg_nbd, gamma_gamma)
+    return AnalysisResult(scratch, customers, model, kpis, ingest, tracking, step.timings, purchase_model,
+                          gamma_gamma, selection)
 
 
 def _to_date(value) -> dt.date | None:
@@ -288,14 +309,8 @@ def _upload(backend, name: str, table: ibis.Table) -> ibis.Table:
     return backend.create_table(name, arrow, overwrite=True)
 
 
-def _fit_models(calibration: ibis.Table, time_unit: str):
-    """Fit BG/NBD on compressed (x, t_x, T) and Gamma-Gamma on compressed (x, mean spend) rows."""
-    days = DAYS_PER_UNIT[time_unit]
-    stats = compressed_statistics(calibration).to_pandas()
-    bg_nbd = BetaGeoModel().fit(
-        stats.frequency.to_numpy(float), stats.recency_days.to_numpy(float) / days,
-        stats.T_days.to_numpy(float) / days, weights=stats["count"].to_numpy(float),
-    )
+def _fit_spend(calibration: ibis.Table):
+    """Fit Gamma-Gamma on compressed (x, mean spend) rows of customers with positive repeat spend."""
     repeat = calibration.filter(calibration.frequency > 0)
     usable = repeat.monetary_value > MIN_SPEND
     excluded = repeat.filter(~usable)
@@ -305,15 +320,16 @@ def _fit_models(calibration: ibis.Table, time_unit: str):
     }
     if spend_excluded["count"]:
         log.info("event=spend_excluded customers=%d reason=repeat purchases net to zero or less examples=%s",
-                    spend_excluded["count"], spend_excluded["example_ids"])
+                 spend_excluded["count"], spend_excluded["example_ids"])
     spend = repeat.filter(usable).group_by(["frequency", "monetary_value"]).aggregate(count=_.count()).to_pandas()
     gamma_gamma = GammaGammaModel().fit(
         spend.frequency.to_numpy(float), spend.monetary_value.to_numpy(float), weights=spend["count"].to_numpy(float)
     )
-    return bg_nbd, gamma_gamma, spend_excluded
+    return gamma_gamma, spend_excluded
 
 
-def _score_customers(purchases, lines, bg_nbd, gamma_gamma, *, observation_end: dt.date, settings: AnalysisSettings):
+def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observation_end: dt.date,
+                     settings: AnalysisSettings):
     """Score every customer on their whole history: predictions per distinct (x, t_x, T), joined back in the engine."""
     unit = settings.time_unit
     days = DAYS_PER_UNIT[unit]
@@ -327,11 +343,11 @@ def _score_customers(purchases, lines, bg_nbd, gamma_gamma, *, observation_end: 
         "frequency": keys.frequency.to_numpy(),
         "recency_days": keys.recency_days.to_numpy(),
         "T_days": keys.T_days.to_numpy(),
-        "probability_alive": bg_nbd.probability_alive(x, t_x, T),
-        "expected_purchases": bg_nbd.expected_purchases(horizon, x, t_x, T),
+        "probability_alive": purchase_model.probability_alive(x, t_x, T),
+        "expected_purchases": purchase_model.expected_purchases(horizon, x, t_x, T),
         # Discounted expected purchases: CLV per unit of spend and margin.
         "discounted_purchases": customer_lifetime_value(
-            bg_nbd, np.ones_like(x), x, t_x, T, horizon=horizon, discount_rate=settings.discount_rate,
+            purchase_model, np.ones_like(x), x, t_x, T, horizon=horizon, discount_rate=settings.discount_rate,
             margin=1.0, time_unit=unit,
         ),
     })
@@ -358,13 +374,14 @@ def _score_customers(purchases, lines, bg_nbd, gamma_gamma, *, observation_end: 
     return customers
 
 
-def _check_finite(customers: pd.DataFrame, bg_nbd, gamma_gamma) -> None:
+def _check_finite(customers: pd.DataFrame, purchase_model, gamma_gamma) -> None:
     """Raise FitError when a model gives NaN or infinite predictions, rather than writing them out."""
     predictions = customers[["probability_alive", "expected_purchases"]].to_numpy(float)
     broken = int((~np.isfinite(predictions)).any(axis=1).sum())
     if broken:
-        params = {name: f"{value:.4g}" for name, value in bg_nbd.params_.items()}
-        raise FitError(message_id="errors.predictions_not_finite", count=broken, **params)
+        params = ", ".join(f"{name}={value:.4g}" for name, value in purchase_model.params_.items())
+        raise FitError(message_id="errors.predictions_not_finite", model=purchase_model.name, params=params,
+                       count=broken)
     undefined = int((~np.isfinite(customers.clv.to_numpy(float))).sum())
     if undefined:
         raise FitError(message_id="errors.spend_undefined", q=f"{gamma_gamma.params_['q']:.4g}", count=undefined)
@@ -394,7 +411,9 @@ def _with_labels(customers: pd.DataFrame, language: str) -> pd.DataFrame:
     )
 
 
-def _model_json(bg_nbd, gamma_gamma, settings, calibration_end, observation_end, spend_excluded) -> dict:
+def _model_json(selection: PurchaseModelChoice, gamma_gamma, settings, calibration_end, observation_end,
+                spend_excluded) -> dict:
+    models = {model.name: model.to_dict() for model in selection.models.values()}
     return {
         "time_unit": settings.time_unit,
         "calibration_end": calibration_end.isoformat(),
@@ -403,42 +422,67 @@ def _model_json(bg_nbd, gamma_gamma, settings, calibration_end, observation_end,
         "horizon_units": parse_horizon(settings.horizon, settings.time_unit),
         "discount_rate_annual": settings.discount_rate,
         "margin": settings.margin,
-        "models": {"bg_nbd": bg_nbd.to_dict(), "gamma_gamma": gamma_gamma.to_dict()},
+        "purchase_model": selection.model.name,
+        "selection": {
+            "requested": settings.model,
+            "chosen": selection.chosen,
+            "reason": selection.reason("en"),
+            "reason_zh": selection.reason("zh-CN"),
+            "comparison": comparison_records(selection),
+        },
+        "models": models | {"gamma_gamma": gamma_gamma.to_dict()},
         "spend_excluded": spend_excluded,
     }
 
 
-def _holdout_metrics(calibration, purchases, bg_nbd, calibration_end, observation_end, time_unit) -> dict:
-    """Predicted versus actual holdout purchases of the calibration customers, in total and per customer."""
+def _holdout_validation(calibration, purchases, fitted: dict, calibration_end, observation_end, time_unit) -> dict:
+    """Per-customer calibration statistics, actual holdout purchases and each model's predictions."""
     days = DAYS_PER_UNIT[time_unit]
     length = (observation_end - calibration_end).days / days
-    keys = compressed_statistics(calibration).to_pandas()
-    keys["predicted"] = bg_nbd.expected_purchases(
-        length, keys.frequency.to_numpy(float), keys.recency_days.to_numpy(float) / days,
-        keys.T_days.to_numpy(float) / days,
-    )
     counts = holdout_counts(purchases, calibration_end=calibration_end, holdout_end=observation_end)
-    joined = calibration.join(ibis.memtable(keys.drop(columns="count")), ["frequency", "recency_days", "T_days"])
-    joined = joined.join(counts, "customer_id", how="left")
-    actual = joined.holdout_purchases.fill_null(0)
-    error = joined.predicted - actual
-    row = joined.aggregate(
-        customers=joined.count(), actual_total=actual.sum(), predicted_total=joined.predicted.sum(),
-        mae=error.abs().mean(), rmse=(error * error).mean().sqrt(),
-    ).to_pandas().iloc[0]
-    return {
+    joined = calibration.left_join(counts, "customer_id").select(
+        "frequency", "recency_days", "T_days", "monetary_value",
+        holdout_purchases=_.holdout_purchases.fill_null(0), holdout_revenue=_.holdout_revenue.fill_null(0.0),
+    )
+    frame = joined.to_pandas()
+    x = frame.frequency.to_numpy(float)
+    t_x = frame.recency_days.to_numpy(float) / days
+    T = frame["T_days"].to_numpy(float) / days
+    actual = frame.holdout_purchases.to_numpy(float)
+    pairs = {name: (holdout_predictions(model, x, t_x, T, length), actual) for name, model in fitted.items()}
+    return {"frame": frame, "x": x, "t_x": t_x, "T": T, "length": length, "pairs": pairs}
+
+
+def _holdout_report(validation: dict, selection: PurchaseModelChoice, gamma_gamma, calibration_end,
+                    observation_end) -> tuple[dict, dict]:
+    """Holdout errors of the chosen model and the diagnostics: by calibration frequency, histogram, ranking."""
+    model = selection.model
+    predicted, actual = validation["pairs"][selection.chosen]
+    x, t_x, T, frame = validation["x"], validation["t_x"], validation["T"], validation["frame"]
+    errors = diagnostics.holdout_errors(predicted, actual)
+    holdout = {
         "holdout_start": (calibration_end + dt.timedelta(days=1)).isoformat(),
         "holdout_end": observation_end.isoformat(),
-        "length": length,
-        "customers": int(row.customers),
-        "actual_total": float(row.actual_total),
-        "predicted_total": float(row.predicted_total),
-        "mae": float(row.mae),
-        "rmse": float(row.rmse),
+        "length": validation["length"],
+        **errors,
     }
+    # Customers left out of the spend model get the population mean, as in the scores.
+    monetary = frame.monetary_value.fillna(0.0).to_numpy(float)
+    usable = (x > 0) & (monetary > MIN_SPEND)
+    spend = gamma_gamma.expected_average_value(np.where(usable, x, 0.0), np.where(usable, monetary, 0.0))
+    result = {
+        "conditional_expectations": diagnostics.conditional_expectations(
+            model, x, t_x, T, actual, validation["length"]).to_dict(orient="records"),
+        # How well predicted holdout value (purchases times expected spend) orders customers by actual revenue.
+        "ranking": diagnostics.ranking_quality(predicted * spend, frame.holdout_revenue.to_numpy(float)),
+    }
+    if hasattr(model, "probability_of_n_purchases"):
+        result["repeat_purchase_histogram"] = diagnostics.repeat_purchase_histogram(
+            model, x, T).to_dict(orient="records")
+    return holdout, result
 
 
-def _tracking(calibration, purchases, bg_nbd, calibration_end, observation_end, time_unit) -> pd.DataFrame:
+def _tracking(calibration, purchases, purchase_model, calibration_end, observation_end, time_unit) -> pd.DataFrame:
     """Repeat purchases per time unit of the calibration customers, actual and predicted from their first day."""
     days = DAYS_PER_UNIT[time_unit]
     cohort = calibration.select("customer_id", "first_purchase")
@@ -454,7 +498,7 @@ def _tracking(calibration, purchases, bg_nbd, calibration_end, observation_end, 
     edges[-1] = min(edges[-1], total_days)
     # Cumulative expected repeat purchases at each edge: sum over first-purchase days d of n_d * E[X(edge - d)].
     elapsed = np.clip(edges[None, :] - first_days.day.to_numpy(float)[:, None], 0.0, None) / days
-    expected = bg_nbd.expected_purchases_new_customer(elapsed.ravel()).reshape(elapsed.shape)
+    expected = purchase_model.expected_purchases_new_customer(elapsed.ravel()).reshape(elapsed.shape)
     cumulative = (first_days.n.to_numpy(float)[:, None] * expected).sum(axis=0)
     period = np.searchsorted(edges, actual_by_day.day.to_numpy(float), side="right") - 1
     actual = np.bincount(period, weights=actual_by_day.actual.to_numpy(float), minlength=len(edges) - 1)

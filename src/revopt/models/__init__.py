@@ -1,19 +1,28 @@
-"""CLV models: BG/NBD purchase counts, Gamma-Gamma spend, and discounted lifetime value.
+"""CLV models: purchase counts (BG/NBD, MBG/NBD, Pareto/NBD, BG/BB), retention (sBG), spend
+(Gamma-Gamma), and discounted lifetime value.
 
-Both models are fitted by maximum likelihood on compressed sufficient statistics (one row per
-distinct customer history, weighted by its count) and share the machinery in ``_fitting``.
+Every model is fitted by maximum likelihood on compressed sufficient statistics (one row per
+distinct customer history, weighted by its count) and shares the machinery in ``_fitting``.
 """
 
 from revopt.models._fitting import FitResult, compress
+from revopt.models.bgbb import BetaGeoBetaBinomialModel
 from revopt.models.bgnbd import BetaGeoModel
 from revopt.models.clv import PurchaseModel, customer_lifetime_value
 from revopt.models.gamma_gamma import GammaGammaModel
+from revopt.models.mbgnbd import ModifiedBetaGeoModel
+from revopt.models.pareto_nbd import ParetoNBDModel
+from revopt.models.sbg import ShiftedBetaGeometricModel
 
 __all__ = [
+    "BetaGeoBetaBinomialModel",
     "BetaGeoModel",
     "GammaGammaModel",
     "FitResult",
+    "ModifiedBetaGeoModel",
+    "ParetoNBDModel",
     "PurchaseModel",
+    "ShiftedBetaGeometricModel",
     "compress",
     "customer_lifetime_value",
 ]

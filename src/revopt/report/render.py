@@ -107,7 +107,12 @@ _SENTENCE_SEPARATORS = {"en": " ", "zh-CN": ""}
 _LIST_SEPARATORS = {"en": "; ", "zh-CN": "；"}
 _UNIT_IDS = {"day": "units.day", "week": "units.week", "month": "units.month"}
 _SINGULAR_UNIT_IDS = {"day": "report.unit.day", "week": "report.unit.week", "month": "report.unit.month"}
-_MODEL_TITLE_IDS = {"bg_nbd": "report.model.bg_nbd", "gamma_gamma": "report.model.gamma_gamma"}
+_MODEL_TITLE_IDS = {
+    "bg_nbd": "report.model.bg_nbd",
+    "mbg_nbd": "report.model.mbg_nbd",
+    "pareto_nbd": "report.model.pareto_nbd",
+    "gamma_gamma": "report.model.gamma_gamma",
+}
 _RFM_IDS = {
     "recency": "report.segments.recency",
     "frequency": "report.segments.frequency",
@@ -905,7 +910,43 @@ def _model(data: ReportData, formats: _Formats) -> dict[str, Any]:
         unit=formats.unit(data.model.get("time_unit") or data.settings.get("time_unit"), singular=True),
         date=_optional_date(calibration_end, formats),
     )
-    return {"tables": tables, "time_note": time_note, "excluded_note": excluded_note}
+    return {"tables": tables, "time_note": time_note, "excluded_note": excluded_note,
+            **_model_choice(data, formats)}
+
+
+def _model_choice(data: ReportData, formats: _Formats) -> dict[str, Any]:
+    """The purchase-model comparison, why one was chosen, and holdout purchases by calibration frequency."""
+    selection = data.model.get("selection") or {}
+    reason = selection.get("reason_zh" if data.language == "zh-CN" else "reason")
+    comparison = []
+    for row in selection.get("comparison") or []:
+        title_id = _MODEL_TITLE_IDS.get(row.get("name"))
+        comparison.append({
+            "model": formats.translate(title_id) if title_id else row.get("option"),
+            "chosen": bool(row.get("chosen")),
+            "failed": row.get("failed"),
+            "log_likelihood": formats.number(row.get("log_likelihood")),
+            "aic": formats.number(row.get("aic")),
+            "bic": formats.number(row.get("bic")),
+            "holdout_mae": formats.significant(row.get("holdout_mae")),
+        })
+    expectations = [
+        {
+            "frequency": row["frequency"],
+            "customers": formats.count(row["customers"]),
+            "actual": formats.significant(row["actual"]),
+            "predicted": formats.significant(row["predicted"]),
+        }
+        for row in (data.model.get("diagnostics") or {}).get("conditional_expectations") or []
+    ]
+    ranking = (data.model.get("diagnostics") or {}).get("ranking") or {}
+    ranking_note = None
+    if ranking:
+        ranking_note = formats.translate(
+            "report.model.ranking", gini=formats.significant(ranking.get("gini")),
+            capture=formats.percent(ranking.get("top_decile_capture")),
+        )
+    return {"reason": reason, "comparison": comparison, "expectations": expectations, "ranking_note": ranking_note}
 
 
 # --- Section 9: high-value customers at risk --------------------------------------------------
