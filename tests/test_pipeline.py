@@ -165,3 +165,44 @@ def test_repeat_spend_netting_to_zero_is_excluded(tmp_path):
 
     assert "netzero" in result.model["spend_excluded"]["example_ids"]
     assert result.model["models"]["gamma_gamma"]["n_customers"] == 946
+
+
+def test_auto_chooses_lowest_holdout_error(cdnow_sample):
+    selection = cdnow_sample.model["selection"]
+    rows = {row["option"]: row for row in selection["comparison"]}
+
+    assert set(rows) == {"bg-nbd", "mbg-nbd", "pareto-nbd"}
+    best = min(rows.values(), key=lambda row: row["holdout_mae"])
+    assert best["chosen"] is True
+    assert selection["chosen"] == best["option"]
+    assert cdnow_sample.model["purchase_model"] == cdnow_sample.model["models"][best["name"].replace("-", "_")]["name"]
+
+
+def test_cdnow_sample_matches_published_pareto_nbd(cdnow_sample):
+    # Fader, Hardie and Lee (2005), "A note on implementing the Pareto/NBD model in MATLAB", CDNOW sample.
+    pareto = cdnow_sample.model["models"]["pareto_nbd"]
+    published = {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}
+    for name, value in published.items():
+        assert pareto["params"][name] == pytest.approx(value, rel=0.005), name
+    assert pareto["log_likelihood"] == pytest.approx(-9595.0, abs=0.1)
+
+
+def test_intervals_contain_point_predictions(cdnow_sample):
+    customers = cdnow_sample.customers
+    assert (customers.expected_purchases_low <= customers.expected_purchases + 1e-12).all()
+    assert (customers.expected_purchases <= customers.expected_purchases_high + 1e-12).all()
+    assert (customers.clv_low <= customers.clv + 1e-9).all()
+    assert (customers.clv <= customers.clv_high + 1e-9).all()
+    assert (customers.expected_purchases_high > customers.expected_purchases_low).mean() > 0.99
+
+
+def test_next_purchase_date_for_bg_nbd(tmp_path):
+    settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP, model="bg-nbd")
+    result = analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)
+    customers = result.customers
+    dated = customers.next_purchase_date.notna()
+
+    assert dated.any()
+    assert (customers.probability_alive[dated] > 0.5).all()
+    assert (pd.to_datetime(customers.next_purchase_date[dated]) > pd.Timestamp("1998-06-30")).all()
+    assert result.model["selection"]["chosen"] == "bg-nbd"
