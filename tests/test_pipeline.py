@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from revopt.demo import DemoParameters, generate_shop, write_export
+from revopt.errors import DataQualityWarning
 from revopt.pipeline import OUTPUT_FILES, AnalysisSettings, analyze
 
 from conftest import dataset
@@ -206,3 +207,10 @@ def test_next_purchase_date_for_bg_nbd(tmp_path):
     assert (customers.probability_alive[dated] > 0.5).all()
     assert (pd.to_datetime(customers.next_purchase_date[dated]) > pd.Timestamp("1998-06-30")).all()
     assert result.model["selection"]["chosen"] == "bg-nbd"
+
+
+def test_bg_nbd_on_one_time_buyers_warns(tmp_path):
+    settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP, model="bg-nbd")
+    # 1,411 of the sample's 2,357 customers (60%) bought once before the calibration end.
+    with pytest.warns(DataQualityWarning, match="60% of customers bought only once"):
+        analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)

@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from revopt import segments as seg
-from revopt.errors import ConfigError, FitError, InputError, check_range
+from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, check_range
 from revopt.i18n import detect_language
 from revopt.ingest import load_orders
 from revopt.kpis import compute_kpis
@@ -244,6 +245,7 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
                        holdout=validation and validation["pairs"])
     purchase_model = selection.model
     log.info("event=purchase_model_chosen model=%s reason=%s", selection.chosen, selection.reason("en"))
+    _warn_one_time_buyers(stats, purchase_model)
 
     with step("score"):
         customers = _score_customers(
@@ -427,6 +429,17 @@ def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T
         # A median wait beyond the horizon is no date to plan around, so it stays empty.
         days = np.where(median <= horizon, median * days_per_unit, np.nan)
     predictions["next_purchase_days"] = days
+
+
+# Above this share of one-time buyers, BG/NBD's P(alive) = 1 for all of them drives most scores.
+ONE_TIME_SHARE_WARNING = 0.5
+
+
+def _warn_one_time_buyers(stats: pd.DataFrame, purchase_model) -> None:
+    """Warn when BG/NBD scores a base of mostly one-time buyers, whom it always considers alive."""
+    share = float(stats["count"][stats.frequency == 0].sum() / stats["count"].sum())
+    if purchase_model.name == "bg_nbd" and share > ONE_TIME_SHARE_WARNING:
+        warnings.warn(DataQualityWarning(message_id="warnings.mostly_one_time", share=f"{share:.0%}"), stacklevel=3)
 
 
 def _check_finite(customers: pd.DataFrame, purchase_model, gamma_gamma) -> None:
