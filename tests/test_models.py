@@ -512,3 +512,18 @@ def test_bg_nbd_expected_purchases_with_concentrated_dropout():
                                                np.array([40.0, 40.0, 40.0]))
         assert np.all(np.isfinite(conditional))
         assert np.all(conditional > 0)
+
+
+def test_gamma_gamma_grouped_likelihood_equals_row_sum():
+    from revopt.models.gamma_gamma import _CompressedLikelihood, _log_likelihood_terms
+
+    rng = np.random.default_rng(11)
+    x = rng.integers(1, 20, 500).astype(float)
+    zbar = rng.gamma(3.0, 10.0, 500)
+    weights = rng.integers(1, 4, 500).astype(float)
+    grouped = _CompressedLikelihood(x, zbar, weights)
+    for params in (np.array([6.0, 3.7, 15.0]), np.array([1.0, 1.0, 30.0])):
+        value, gradient = grouped(params)
+        log_f, row_gradient = _log_likelihood_terms(params, x, zbar)
+        assert value == pytest.approx(float(np.sum(weights * log_f)), rel=1e-12)
+        np.testing.assert_allclose(gradient, (row_gradient * weights).sum(axis=1), rtol=1e-9, atol=1e-9)

@@ -67,6 +67,49 @@ def _log_likelihood_terms(params: np.ndarray, x: np.ndarray, zbar: np.ndarray) -
     return log_f, np.stack([d_p, d_q, d_gamma])
 
 
+class _CompressedLikelihood:
+    """The weighted sum of :func:`_log_likelihood_terms` over compressed rows, with its gradient.
+
+    Only ``log(gamma + x zbar)`` depends on both the parameters and a row's mean spend. The gamma and
+    digamma functions depend on ``x`` alone, so they run once per distinct ``x`` (a few dozen values),
+    and the sums of ``log zbar`` and ``log x`` per distinct ``x`` are computed once before the search.
+    """
+
+    def __init__(self, x: np.ndarray, zbar: np.ndarray, counts: np.ndarray) -> None:
+        self.x, self.zbar, self.counts = x, zbar, counts
+        self.x_values, group = np.unique(x, return_inverse=True)
+        self.w_by_x = np.bincount(group, weights=counts)
+        self.log_zbar_by_x = np.bincount(group, weights=counts * np.log(zbar))
+        self.log_x_zbar_by_x = np.bincount(group, weights=counts * np.log(x * zbar))
+        self.log_x = np.log(self.x_values)
+        self.total_log_zbar = float(self.log_zbar_by_x.sum())
+        self.n_customers = float(counts.sum())
+
+    def __call__(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        p, q, gamma = params
+        x, w = self.x_values, self.w_by_x
+        px = p * x
+
+        # Terms of x alone, weighted by the customers with that x; (px - 1) log zbar uses the sums per x.
+        shared = digamma(px + q)
+        value = (
+            weighted_sum(gammaln(px + q) - gammaln(px) + px * self.log_x, w)
+            + (q * np.log(gamma) - gammaln(q)) * self.n_customers
+            + weighted_sum(px, self.log_zbar_by_x) - self.total_log_zbar
+        )
+        d_p = weighted_sum(x * (shared - digamma(px)), w) + weighted_sum(x, self.log_x_zbar_by_x)
+        d_q = weighted_sum(shared, w) + (np.log(gamma) - digamma(q)) * self.n_customers
+
+        # The one term per row: -(px + q) log(gamma + x zbar).
+        log_gamma_x_zbar = np.log(gamma + self.x * self.zbar)
+        value -= weighted_sum((p * self.x + q) * log_gamma_x_zbar, self.counts)
+        d_p -= weighted_sum(self.x * log_gamma_x_zbar, self.counts)
+        d_q -= weighted_sum(log_gamma_x_zbar, self.counts)
+        d_gamma = q / gamma * self.n_customers - weighted_sum((p * self.x + q) / (gamma + self.x * self.zbar),
+                                                              self.counts)
+        return float(value), np.array([d_p, d_q, d_gamma])
+
+
 class GammaGammaModel(MaximumLikelihoodModel):
     """Gamma-Gamma spend model fitted by maximum likelihood on compressed (frequency, monetary_value) rows.
 
@@ -143,9 +186,7 @@ class GammaGammaModel(MaximumLikelihoodModel):
         (x, zbar), counts = compress(data["frequency"], data["monetary_value"], weights=data["weights"])
         n_customers = float(counts.sum())
 
-        def log_likelihood(params: np.ndarray) -> tuple[float, np.ndarray]:
-            log_f, gradient = _log_likelihood_terms(params, x, zbar)
-            return float(weighted_sum(log_f, counts)), weighted_sum(gradient, counts)
+        log_likelihood = _CompressedLikelihood(x, zbar, counts)
 
         # gamma is on the scale of money, since the population mean spend is p gamma / (q - 1).
         # Starting it at the mean spend keeps the search path the same in any currency.
