@@ -8,6 +8,7 @@ distinct customer history, weighted by its count) and shares the machinery in ``
 from revopt.models._fitting import FitResult, compress
 from revopt.models.bgbb import BetaGeoBetaBinomialModel
 from revopt.models.bgnbd import BetaGeoModel
+from revopt.models.bgnbd_covariates import BetaGeoCovariateModel, design_matrix
 from revopt.models.clv import PurchaseModel, customer_lifetime_value
 from revopt.models.gamma_gamma import GammaGammaModel
 from revopt.models.mbgnbd import ModifiedBetaGeoModel
@@ -16,6 +17,7 @@ from revopt.models.sbg import ShiftedBetaGeometricModel
 
 __all__ = [
     "BetaGeoBetaBinomialModel",
+    "BetaGeoCovariateModel",
     "BetaGeoModel",
     "GammaGammaModel",
     "FitResult",
@@ -25,4 +27,5 @@ __all__ = [
     "ShiftedBetaGeometricModel",
     "compress",
     "customer_lifetime_value",
+    "design_matrix",
 ]
