@@ -1,8 +1,9 @@
 """The main job: order export in, scored customers, model, KPIs, report and rejected rows out.
 
-``analyze`` runs the steps in order: ingest (files to clean lines and daily purchases), customer
-summaries and KPIs in the engine, BG/NBD and Gamma-Gamma fits on compressed statistics, scoring
-joined back in the engine, RFM segments and value tiers, then the output files. Outputs are
+``analyze`` runs the steps in order. Ingest turns files into clean lines and daily purchases;
+customer summaries and KPIs run in the engine. The purchase models and Gamma-Gamma are fitted on
+compressed statistics, one purchase model is chosen (see ``selection``), and its scores are
+joined back in the engine. RFM segments and value tiers follow, then the output files. Outputs are
 written into a temporary folder beside ``out_dir`` and moved into place only when every step
 succeeded, so a failed run leaves nothing half-written.
 """
@@ -31,22 +32,19 @@ from revopt import segments as seg
 from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, check_range
 from revopt.i18n import detect_language
 from revopt.ingest import load_orders
+from revopt.holdout import holdout_report, holdout_validation, tracking_series
 from revopt.kpis import compute_kpis
 from revopt import diagnostics
 from revopt.models import GammaGammaModel, customer_lifetime_value
-from revopt.selection import MODEL_CHOICES, PurchaseModelChoice, choose, comparison_records, fit_purchase_models, holdout_predictions
-from revopt.summary import compressed_statistics, customer_summary, holdout_counts
+from revopt.selection import MODEL_CHOICES, PurchaseModelChoice, choose, comparison_records, fit_purchase_models
+from revopt.summary import MIN_SPEND, compressed_statistics, customer_summary, to_date
 from revopt.timeunits import DAYS_PER_UNIT, check_time_unit, parse_horizon
 from revopt.workspace import DEFAULT_MEMORY_LIMIT, connect_backend, open_workspace
 
-__all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES", "MIN_SPEND"]
+__all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
 
 log = logging.getLogger(__name__)
 
-# Mean repeat spend at or below this (in currency units) counts as zero. Purchases and returns that
-# cancel out sum to about 1e-13 either side of zero, and the sign then depends on the order in which
-# the engine adds them.
-MIN_SPEND = 1e-6
 
 OUTPUT_FILES = ("customers.parquet", "customers.csv", "model.json", "kpis.json", "report.html", "rejected.csv")
 
@@ -213,11 +211,11 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
     if settings.backend:
         lines, purchases = _move_to_backend(settings.backend, lines, purchases)
 
-    observation_end = _to_date(purchases.order_date.max().execute())
+    observation_end = to_date(purchases.order_date.max().execute())
     if observation_end is None:
         raise InputError(message_id="errors.no_purchases", source=orders)
     calibration_end = settings.calibration_end or observation_end
-    first_date = _to_date(purchases.order_date.min().execute())
+    first_date = to_date(purchases.order_date.min().execute())
     if not first_date < calibration_end <= observation_end:
         raise ConfigError(message_id="errors.calibration_outside", calibration_end=calibration_end,
                           first=first_date, last=observation_end)
@@ -239,8 +237,8 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
     validation = None
     if holdout:
         with step("holdout"):
-            validation = _holdout_validation(calibration, purchases, fitted, calibration_end, observation_end,
-                                             settings.time_unit)
+            validation = holdout_validation(calibration, purchases, fitted, calibration_end, observation_end,
+                                            settings.time_unit)
     selection = choose(fitted, failures, n_customers=float(stats["count"].sum()), choice=settings.model,
                        holdout=validation and validation["pairs"])
     purchase_model = selection.model
@@ -260,11 +258,11 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
     model["holdout"] = None
     if holdout:
         with step("holdout"):
-            model["holdout"], model["diagnostics"] = _holdout_report(
+            model["holdout"], model["diagnostics"] = holdout_report(
                 validation, selection, gamma_gamma, calibration_end, observation_end
             )
-            tracking = _tracking(calibration, purchases, purchase_model, calibration_end, observation_end,
-                                 settings.time_unit)
+            tracking = tracking_series(calibration, purchases, purchase_model, calibration_end, observation_end,
+                                       settings.time_unit)
 
     with step("write"):
         _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
@@ -284,12 +282,6 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
         write_report(report, scratch / "report.html")
     return AnalysisResult(scratch, customers, model, kpis, ingest, tracking, step.timings, purchase_model,
                           gamma_gamma, selection)
-
-
-def _to_date(value) -> dt.date | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
-        return None
-    return pd.Timestamp(value).date()
 
 
 def _move_to_backend(backend, lines: ibis.Table, purchases: ibis.Table):
@@ -501,80 +493,6 @@ def _model_json(selection: PurchaseModelChoice, gamma_gamma, settings, calibrati
         "models": models | {"gamma_gamma": gamma_gamma.to_dict()},
         "spend_excluded": spend_excluded,
     }
-
-
-def _holdout_validation(calibration, purchases, fitted: dict, calibration_end, observation_end, time_unit) -> dict:
-    """Per-customer calibration statistics, actual holdout purchases and each model's predictions."""
-    days = DAYS_PER_UNIT[time_unit]
-    length = (observation_end - calibration_end).days / days
-    counts = holdout_counts(purchases, calibration_end=calibration_end, holdout_end=observation_end)
-    joined = calibration.left_join(counts, "customer_id").select(
-        "frequency", "recency_days", "T_days", "monetary_value",
-        holdout_purchases=_.holdout_purchases.fill_null(0), holdout_revenue=_.holdout_revenue.fill_null(0.0),
-    )
-    frame = joined.to_pandas()
-    x = frame.frequency.to_numpy(float)
-    t_x = frame.recency_days.to_numpy(float) / days
-    T = frame["T_days"].to_numpy(float) / days
-    actual = frame.holdout_purchases.to_numpy(float)
-    pairs = {name: (holdout_predictions(model, x, t_x, T, length), actual) for name, model in fitted.items()}
-    return {"frame": frame, "x": x, "t_x": t_x, "T": T, "length": length, "pairs": pairs}
-
-
-def _holdout_report(validation: dict, selection: PurchaseModelChoice, gamma_gamma, calibration_end,
-                    observation_end) -> tuple[dict, dict]:
-    """Holdout errors of the chosen model and the diagnostics: by calibration frequency, histogram, ranking."""
-    model = selection.model
-    predicted, actual = validation["pairs"][selection.chosen]
-    x, t_x, T, frame = validation["x"], validation["t_x"], validation["T"], validation["frame"]
-    errors = diagnostics.holdout_errors(predicted, actual)
-    holdout = {
-        "holdout_start": (calibration_end + dt.timedelta(days=1)).isoformat(),
-        "holdout_end": observation_end.isoformat(),
-        "length": validation["length"],
-        **errors,
-    }
-    # Customers left out of the spend model get the population mean, as in the scores.
-    monetary = frame.monetary_value.fillna(0.0).to_numpy(float)
-    usable = (x > 0) & (monetary > MIN_SPEND)
-    spend = gamma_gamma.expected_average_value(np.where(usable, x, 0.0), np.where(usable, monetary, 0.0))
-    result = {
-        "conditional_expectations": diagnostics.conditional_expectations(
-            model, x, t_x, T, actual, validation["length"]).to_dict(orient="records"),
-        # How well predicted holdout value (purchases times expected spend) orders customers by actual revenue.
-        "ranking": diagnostics.ranking_quality(predicted * spend, frame.holdout_revenue.to_numpy(float)),
-    }
-    if hasattr(model, "probability_of_n_purchases"):
-        result["repeat_purchase_histogram"] = diagnostics.repeat_purchase_histogram(
-            model, x, T).to_dict(orient="records")
-    return holdout, result
-
-
-def _tracking(calibration, purchases, purchase_model, calibration_end, observation_end, time_unit) -> pd.DataFrame:
-    """Repeat purchases per time unit of the calibration customers, actual and predicted from their first day."""
-    days = DAYS_PER_UNIT[time_unit]
-    cohort = calibration.select("customer_id", "first_purchase")
-    repeat = purchases.join(cohort, "customer_id").filter(lambda t: t.order_date > t.first_purchase)
-    start = _to_date(calibration.first_purchase.min().execute())
-    day_index = repeat.order_date.delta(ibis.date(start), unit="day")
-    actual_by_day = repeat.group_by(day=day_index).aggregate(actual=repeat.count()).to_pandas()
-    first_days = calibration.group_by(day=calibration.first_purchase.delta(ibis.date(start), unit="day")).aggregate(
-        n=calibration.count()).to_pandas()
-
-    total_days = (observation_end - start).days + 1
-    edges = np.arange(0.0, total_days + days, days)
-    edges[-1] = min(edges[-1], total_days)
-    # Cumulative expected repeat purchases at each edge: sum over first-purchase days d of n_d * E[X(edge - d)].
-    elapsed = np.clip(edges[None, :] - first_days.day.to_numpy(float)[:, None], 0.0, None) / days
-    expected = purchase_model.expected_purchases_new_customer(elapsed.ravel()).reshape(elapsed.shape)
-    cumulative = (first_days.n.to_numpy(float)[:, None] * expected).sum(axis=0)
-    period = np.searchsorted(edges, actual_by_day.day.to_numpy(float), side="right") - 1
-    actual = np.bincount(period, weights=actual_by_day.actual.to_numpy(float), minlength=len(edges) - 1)
-    return pd.DataFrame({
-        "period_start": [start + dt.timedelta(days=float(edge)) for edge in edges[:-1]],
-        "actual": actual[: len(edges) - 1],
-        "predicted": np.diff(cumulative),
-    })
 
 
 def _write_outputs(folder: Path, customers: pd.DataFrame, model: dict, kpis: dict, rejected, language: str) -> None:

@@ -17,10 +17,17 @@ from __future__ import annotations
 import datetime as dt
 
 import ibis
+import numpy as np
+import pandas as pd
 
 from revopt.timeunits import DAYS_PER_UNIT, check_time_unit
 
-__all__ = ["customer_summary", "compressed_statistics", "holdout_counts"]
+__all__ = ["MIN_SPEND", "customer_summary", "compressed_statistics", "holdout_counts", "to_date"]
+
+# Mean repeat spend at or below this (in currency units) counts as zero. Purchases and returns that
+# cancel out sum to about 1e-13 either side of zero, and the sign then depends on the order in which
+# the engine adds them.
+MIN_SPEND = 1e-6
 
 
 def customer_summary(purchases: ibis.Table, *, calibration_end: dt.date, time_unit: str = "week") -> ibis.Table:
@@ -88,3 +95,10 @@ def holdout_counts(purchases: ibis.Table, *, calibration_end: dt.date, holdout_e
     return window.group_by("customer_id").aggregate(
         holdout_purchases=window.count(), holdout_revenue=window.amount.sum()
     )
+
+
+def to_date(value) -> dt.date | None:
+    """Convert a date-like value from the engine to ``datetime.date``; None for NULL or NaT."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    return pd.Timestamp(value).date()
