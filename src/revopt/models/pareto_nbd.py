@@ -1,6 +1,6 @@
 """The Pareto/NBD model of repeat purchasing (Schmittlein, Morrison and Colombo 1987).
 
-While alive, a customer buys as a Poisson process with rate ``lambda ~ Gamma(r, alpha)``; the
+While alive, a customer buys as a Poisson process with rate ``lambda ~ Gamma(r, alpha)``. The
 unobserved lifetime is exponential with rate ``mu ~ Gamma(s, beta)``, independent of ``lambda``. A
 customer is summarised by
 
@@ -12,18 +12,19 @@ recency        ``t_x``    time from the first purchase to the last one (0 when `
 T              ``T``      time from the first purchase to the end of the observation period
 =============  =========  ================================================================
 
-with ``t_x`` and ``T`` in one time unit of the caller's choice; ``alpha`` and ``beta`` are then in
-that unit and ``r`` and ``s`` are unit-free.
+with ``t_x`` and ``T`` in one time unit of the caller's choice. ``alpha`` and ``beta`` are then in
+that unit, and ``r`` and ``s`` are unit-free.
 
 Every quantity of the model that conditions on a history goes through the integral
 
     I(t) = int_t^inf (alpha + u)^-(r + x) (beta + u)^-(s + 1) du,
 
-the likelihood of "alive until u, dropped out at u" summed over dropout times after ``t``. In closed
+which is, up to factors that do not depend on ``t``, the likelihood of x purchases followed by
+dropout at u, integrated over dropout times u after ``t`` (lambda and mu integrated out). In closed
 form it is a Gaussian hypergeometric function, ``2F1(r + s + x, s + 1; r + s + x + 1; z)`` with
 ``z = (alpha - beta) / (alpha + t)`` when alpha >= beta, and the same with the roles of the two
-processes exchanged otherwise ([2]_, eq. 19 and 20). Both parameters of that 2F1 grow with ``x``, and
-scipy's ``hyp2f1`` returns inf or NaN for customers with hundreds of purchases. This module applies
+processes exchanged otherwise ([2]_, eq. 19 and 20). Two parameters of that 2F1 grow with ``x``, and
+scipy's ``hyp2f1`` returns inf or NaN for customers with hundreds of purchases when z is not small. This module applies
 Euler's transformation, which leaves ``2F1(1, P; P + Q; z)`` times powers that are kept in logs, and
 evaluates that 2F1 and its derivatives by Gauss's continued fraction (see :func:`_log_hyp2f1_cf`).
 
@@ -34,7 +35,7 @@ References
 .. [2] Fader, P. S. and Hardie, B. G. S. (2005). A note on deriving the Pareto/NBD model and related
    expressions. http://brucehardie.com/notes/009/
 .. [3] Fader, P. S., Hardie, B. G. S. and Lee, K. L. (2005). A note on implementing the Pareto/NBD
-   model in MATLAB. http://brucehardie.com/notes/008/
+   model in MATLAB.
 .. [4] Fader, P. S. and Hardie, B. G. S. (2006). Deriving an expression for P(X(t) = x) under the
    Pareto/NBD model. http://brucehardie.com/notes/012/
 """
@@ -60,13 +61,12 @@ __all__ = ["ParetoNBDModel"]
 
 PARAMS = ("r", "alpha", "s", "beta")
 
-# Gauss's continued fraction stops once two successive convergents agree to this relative
-# tolerance. For 0 <= z < 1 the convergents alternate around the limit, so the change also bounds
-# the error. The tolerance sits a few ulps above double precision, where the change stops shrinking.
+# Gauss's continued fraction stops once the bound on its remaining tail (see _log_hyp2f1_cf) falls
+# below this relative tolerance, a few ulps above double precision.
 _CF_TOLERANCE = 1e-14
-# Changes at the level of rounding say nothing about the tail, so a change this many ulps large
-# also ends the fraction. The error is then about that much times the tail factor, which is what
-# rounding allows near z = 1.
+# A change at the level of rounding carries no information about the tail, so a change this many
+# ulps large also ends the fraction. The error is then about that much times the tail factor, which
+# is what rounding allows near z = 1.
 _CF_ROUNDING = 16 * np.finfo(float).eps
 # Steps needed (measured, P and Q from 0.1 to 300): at most 32 at z = 0.5, 256 at z = 0.99, 2,048
 # at 1 - z = 1e-4 and 16,384 at 1 - z = 1e-6. As 1 - z is min(alpha, beta) / max(alpha, beta) at
@@ -122,11 +122,13 @@ def _log_hyp2f1_cf(P: np.ndarray, Q: np.ndarray, z: np.ndarray) -> np.ndarray:
     # The convergents increase to G. Over the last two steps the change shrinks by rho^2 per two
     # steps, so what is left after it is at most change * rho^2 / (1 - rho^2) = change * tail_factor.
     tail_factor = (1.0 - w) ** 2 / (4.0 * w)
-    # Convergents of the denominator 1 - k_1 z / (1 - ...): numerators A, denominators B, at the
-    # steps j - 2 and j - 1, each with its derivatives in (P, Q, z) stacked in the rows of dA, dB.
-    a_older, a_old = np.ones(P.size), np.ones(P.size)
-    b_older, b_old = np.zeros(P.size), np.ones(P.size)
-    da_older, da_old, db_older, db_old = (np.zeros((3, P.size)) for _ in range(4))
+    # The numerator A and denominator B of the convergents of 1 - k_1 z / (1 - ...), for the two
+    # previous steps. Axis 0 is (A, B), axis 1 is (value, d/dP, d/dQ, d/dz).
+    older = np.zeros((2, 4, P.size))
+    older[0, 0] = 1.0
+    old = np.zeros((2, 4, P.size))
+    old[:, 0] = 1.0
+    partial = np.zeros((4, P.size))  # the partial numerator's derivatives, in rows 1 to 3
     step = 0
     while active.size and step < _CF_MAX_STEPS:
         for _ in range(_CF_STEPS_PER_CHECK):
@@ -137,34 +139,28 @@ def _log_hyp2f1_cf(P: np.ndarray, Q: np.ndarray, z: np.ndarray) -> np.ndarray:
                 k = first * second / (third * fourth)
                 dlogk_dq = 1.0 / second - 1.0 / third - 1.0 / fourth
                 dlogk_dp = 1.0 / first + dlogk_dq
-                value_back = b_old / a_old
-                gradient_back = db_old / b_old - da_old / a_old
             else:  # k_(2n)
                 second, third, fourth = Q - 1.0 + n, C + 2 * n - 2.0, C + 2 * n - 1.0
                 k = n * second / (third * fourth)
                 dlogk_dp = -1.0 / third - 1.0 / fourth
                 dlogk_dq = 1.0 / second + dlogk_dp
             a = -k * z  # the partial numerator of this step
-            da = np.stack([a * dlogk_dp, a * dlogk_dq, -k])
-
-            a_new = a_old + a * a_older
-            b_new = b_old + a * b_older
-            da_new = da_old + a * da_older + da * a_older
-            db_new = db_old + a * db_older + da * b_older
-            a_older, a_old, b_older, b_old = a_old, a_new, b_old, b_new
-            da_older, da_old, db_older, db_old = da_old, da_new, db_old, db_new
+            partial[1], partial[2], partial[3] = a * dlogk_dp, a * dlogk_dq, -k
+            if step % _CF_STEPS_PER_CHECK == _CF_STEPS_PER_CHECK - 1:
+                back = old
+            older, old = old, old + a * older + partial * older[:, :1]
 
         # The recurrence is linear and homogeneous, so one common factor rescales it without
-        # changing any ratio; it keeps the numbers near 1 (they shrink by up to 1/2 a step).
-        scale = 1.0 / a_old
-        a_older, a_old, b_older, b_old = a_older * scale, np.ones_like(scale), b_older * scale, b_old * scale
-        da_older, da_old, db_older, db_old = da_older * scale, da_old * scale, db_older * scale, db_old * scale
+        # changing any ratio. Rescaling keeps the numbers near 1, as they shrink by up to 1/2 a step.
+        scale = 1.0 / old[0, 0]
+        older, old, back = older * scale, old * scale, back / back[0, 0]
 
-        value = b_old  # G = B / A, and A is now 1
-        gradient = db_old / b_old - da_old
+        value, value_back = old[1, 0], back[1, 0]  # G = B / A, and A is now 1
+        gradient = old[1, 1:] / value - old[0, 1:]
+        gradient_back = back[1, 1:] / value_back - back[0, 1:]
         # The derivatives converge a little more slowly than G. Their changes are measured against
         # the size of the two terms of d ln G = dB / B - dA / A, which may cancel.
-        gradient_scale = np.abs(db_old / b_old) + np.abs(da_old)
+        gradient_scale = np.abs(old[1, 1:] / value) + np.abs(old[0, 1:])
         allowed = _CF_TOLERANCE + _CF_ROUNDING * tail_factor
         done = ((value - value_back) * tail_factor <= allowed * value) & np.all(
             np.abs(gradient - gradient_back) * tail_factor <= allowed * gradient_scale, axis=0
@@ -174,8 +170,7 @@ def _log_hyp2f1_cf(P: np.ndarray, Q: np.ndarray, z: np.ndarray) -> np.ndarray:
         result[1:, finished] = gradient[:, done]
         keep = ~done
         active, P, Q, C, z, tail_factor = active[keep], P[keep], Q[keep], C[keep], z[keep], tail_factor[keep]
-        a_older, a_old, b_older, b_old = a_older[keep], a_old[keep], b_older[keep], b_old[keep]
-        da_older, da_old, db_older, db_old = da_older[:, keep], da_old[:, keep], db_older[:, keep], db_old[:, keep]
+        older, old, partial = older[..., keep], old[..., keep], partial[:, keep]
     return result
 
 
@@ -218,13 +213,13 @@ def _x_terms(params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _log_expm1(delta: np.ndarray) -> np.ndarray:
-    """Return ``ln(e^delta - 1)`` for delta >= 0 without overflow; -inf at 0."""
+    """Return ``ln(e^delta - 1)`` for delta >= 0 without overflow, and -inf at delta = 0."""
     with np.errstate(divide="ignore"):
         return delta + np.log(-np.expm1(-delta))
 
 
 def _period_terms(params, x, t_x, T, g_tx, g_T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the rest of the log-likelihood, its gradient, and P(alive).
+    """Return ``ln(E (1 + D))``, the rest of the log-likelihood, its gradient, and P(alive).
 
     The likelihood of [2]_ (eq. 18) is the factor of :func:`_x_terms` times ``E (1 + D)``, with
     ``E = (alpha + T)^-(r + x) (beta + T)^-s``, the likelihood of being alive at T, and
@@ -246,22 +241,23 @@ def _period_terms(params, x, t_x, T, g_tx, g_T) -> tuple[np.ndarray, np.ndarray,
 
     log_e = -rx * log_alpha_T - s * log_beta_T
     ell = log_g_T - np.log(a) + (0.0 if alpha_form else log_alpha_T - log_beta_T)
-    # The powers of (alpha + t) and (beta + t) in I(t): r + x and s, or r + x - 1 and s + 1.
+    # The powers of (alpha + t) and (beta + t) in I(t): r + x and s when alpha >= beta, else r + x - 1 and s + 1.
     power_alpha, power_beta = (rx, s) if alpha_form else (rx - 1.0, s + 1.0)
     log1p_alpha, log1p_beta = np.log1p(gap / (alpha + t_x)), np.log1p(gap / (beta + t_x))
     delta = power_alpha * log1p_alpha + power_beta * log1p_beta + log_g_tx - log_g_T
-    # delta >= 0 because I decreases in t; a negative value is rounding, when t_x is within about
+    # delta >= 0 because I decreases in t. A negative value is rounding, when t_x is within about
     # 1e-12 of T, and there D is 0 to working precision.
     delta = np.maximum(delta, 0.0)
 
     log_d = np.log(s) + ell + _log_expm1(delta)
-    log_1p_d = np.logaddexp(0.0, log_d)
+    with np.errstate(invalid="ignore"):  # NaN from an unconverged fraction, reported by the caller
+        log_1p_d = np.logaddexp(0.0, log_d)
     dead = expit(log_d)  # D / (1 + D)
-    # d ln(1 + D) / d delta = s exp(ell + delta) / (1 + D); finite at delta = 0, where D is 0.
+    # d ln(1 + D) / d delta = s exp(ell + delta) / (1 + D), which stays finite at delta = 0, where D is 0.
     delta_weight = np.exp(np.log(s) + ell + delta - log_1p_d)
 
     zero = np.zeros_like(gap)
-    grad_e = np.stack([-log_alpha_T, -rx / (alpha + T), np.broadcast_to(-log_beta_T, gap.shape), -s / (beta + T)])
+    grad_e = np.stack([-log_alpha_T, -rx / (alpha + T), -log_beta_T, -s / (beta + T)])
     explicit_ell = (
         [-1.0 / a, zero, -1.0 / a, zero] if alpha_form else [-1.0 / a, 1.0 / (alpha + T), -1.0 / a, -1.0 / (beta + T)]
     )
@@ -280,7 +276,7 @@ class _Histories:
     """Distinct (x, t_x, T) rows, and the distinct (x, t) pairs at which they need ``G``.
 
     ``G`` depends on a row only through (x, t_x) and (x, T). On CDNOW master (weekly), 8,685 distinct
-    rows share 2,705 distinct pairs, so the continued fraction runs on a third as many values.
+    rows share 2,149 distinct pairs, so the continued fraction runs on a quarter as many values.
     """
 
     def __init__(self, x, t_x, T) -> None:
@@ -297,7 +293,7 @@ class _Histories:
 
 
 class _Likelihood(_Histories):
-    """Weighted Pareto/NBD log-likelihood on compressed rows; gammaln and digamma run once per distinct x."""
+    """Weighted Pareto/NBD log-likelihood on compressed rows. gammaln and digamma run once per distinct x."""
 
     def __init__(self, x, t_x, T, weights) -> None:
         (x, t_x, T), self.w = compress(x, t_x, T, weights=weights)
@@ -320,7 +316,7 @@ class _Likelihood(_Histories):
 def _expected_new(t, r, alpha, s, beta):
     """Return E[X(t)] of a customer alive at time 0 with parameters (r, alpha, s, beta).
 
-    ``E[X(t)] = r beta / (alpha (s - 1)) [1 - (beta / (beta + t))^(s - 1)]`` ([1]_, eq. 17; [2]_,
+    ``E[X(t)] = r beta / (alpha (s - 1)) [1 - (beta / (beta + t))^(s - 1)]`` ([1]_; [2]_,
     eq. 27). With ``L = ln(1 + t / beta)`` the bracket over ``s - 1`` is ``L exprel((1 - s) L)``,
     which is smooth through s = 1, where the closed form is 0/0 and the value is ``L``.
     """
@@ -331,32 +327,41 @@ def _expected_new(t, r, alpha, s, beta):
 def _log_hyp2f1_series(a, b, c, z) -> np.ndarray:
     """Return ``ln 2F1(a, b; c; z)`` for a, b, c > 0 and 0 <= z < 1 (arrays broadcast together).
 
-    Sums the power series ``sum_k (a)_k (b)_k / ((c)_k k!) z^k`` in logs, block by block. Every term
-    is positive, so nothing cancels. After the terms stop growing, their ratio stays below
-    ``max(ratio, z)``, which bounds the tail by a geometric series. Values whose tail bound is not
-    below ``_SERIES_TOLERANCE`` after ``_SERIES_MAX_TERMS`` terms are NaN.
+    Sums the power series ``sum_k term_k``, ``term_k = (a)_k (b)_k / ((c)_k k!) z^k``, in logs, block
+    by block. Every term is positive, so nothing cancels. The ratio of successive terms is
+    ``z (a + k)(b + k) / ((c + k)(k + 1))``. Each of ``(a + k) / (k + 1)``, ``(b + k) / (c + k)``,
+    ``(a + k) / (c + k)`` and ``(b + k) / (k + 1)`` is monotone in k, so for k >= K the ratio stays
+    below ``rho``, the smaller of ``z max(1, (a + K) / (K + 1)) max(1, (b + K) / (c + K))`` and the
+    same with a and b exchanged. Once rho < 1 the tail after ``term_K`` is at most
+    ``term_K rho / (1 - rho)``. Values whose tail bound is not below ``_SERIES_TOLERANCE`` times the
+    sum after ``_SERIES_MAX_TERMS`` terms are NaN.
     """
     a, b, c, z = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, c, z)))
     shape = a.shape
     a, b, c, z = (v.reshape(-1, 1) for v in (a, b, c, z))
     with np.errstate(divide="ignore"):
         log_z = np.log(z)
-    total = np.zeros((a.shape[0], 1))  # ln of the sum so far; the k = 0 term is 1
-    last = np.zeros_like(total)  # ln of the last term
-    done = np.zeros(a.shape[0], dtype=bool)
+    total = np.zeros(a.shape)  # ln of the sum so far, starting from term_0 = 1
+    last = np.zeros(a.shape)  # ln of the last term added
+    done = np.zeros(a.shape, dtype=bool)
     for start in range(0, _SERIES_MAX_TERMS, _SERIES_BLOCK):
         k = np.arange(start, start + _SERIES_BLOCK, dtype=float)
         log_ratio = np.log((a + k) * (b + k) / ((c + k) * (k + 1.0))) + log_z  # ln(term_(k+1) / term_k)
         log_terms = last + np.cumsum(log_ratio, axis=1)
         total = np.logaddexp(total, logsumexp(log_terms, axis=1, keepdims=True))
         last = log_terms[:, -1:]
-        ratio = np.maximum(np.exp(log_ratio[:, -1:]), z)
-        with np.errstate(divide="ignore"):
-            log_tail = last + np.log(ratio) - np.log1p(-ratio)
-        done |= ((ratio < 1.0) & (log_tail < total + np.log(_SERIES_TOLERANCE)))[:, 0]
+
+        K = start + _SERIES_BLOCK  # last is ln term_K
+        rho = z * np.minimum(
+            np.maximum(1.0, (a + K) / (K + 1.0)) * np.maximum(1.0, (b + K) / (c + K)),
+            np.maximum(1.0, (b + K) / (K + 1.0)) * np.maximum(1.0, (a + K) / (c + K)),
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_tail = last + np.log(rho) - np.log1p(-rho)
+        done |= (rho < 1.0) & (log_tail < total + np.log(_SERIES_TOLERANCE))
         if done.all():
             break
-    return np.where(done, total[:, 0], np.nan).reshape(shape)
+    return np.where(done, total, np.nan).reshape(shape)
 
 
 def _log_integral_from_zero(j, n, r, s, big, small, big_is_alpha):
@@ -367,7 +372,7 @@ def _log_integral_from_zero(j, n, r, s, big, small, big_is_alpha):
     ``B(j + 1, p) big^-p 2F1(p, e; r + s + n + 1; 1 - small / big)``, where ``e`` is the power on the
     smaller offset ([4]_, as in :func:`_hypergeometric_terms`). When that is ``r + n``, the series
     would grow like ``(1 - z)^-(r + n)``, so Euler's transformation is applied first; when it is
-    ``s + 1`` the series converges as it stands.
+    ``s + 1`` the series converges without it.
     """
     p = r + s + n - j
     c = r + s + n + 1.0
@@ -401,7 +406,8 @@ def _probability_of_n(params, t: np.ndarray, n: int) -> np.ndarray:
     log_tail = logsumexp(tail_terms, axis=0)
     # NOTE: int_0^t = int_0^inf - int_t^inf cancels when little of the integral lies before t
     # (large n, short t). The absolute error stays near 1e-16 times P(dropped out after exactly n
-    # purchases, at any time), so probabilities far below that lose their relative precision.
+    # purchases, at any time), so probabilities far below that lose their relative precision, and a
+    # difference that rounding makes negative is set to 0.
     log_scale = log_nb_coefficient + r * np.log(alpha) + np.log(s) + s * np.log(beta) + log_whole
     dropped = np.exp(log_scale) * np.maximum(-np.expm1(log_tail - log_whole), 0.0)
     return alive + dropped
@@ -415,14 +421,16 @@ def _check_t(t) -> np.ndarray:
     return t
 
 
-def _warn_if_unconverged(values: np.ndarray, what: str) -> None:
+def _warn_if_unconverged(values: np.ndarray, quantity: str, params: np.ndarray) -> None:
     missing = int(np.count_nonzero(np.isnan(values)))
     if missing:
+        _, alpha, _, beta = params
         warnings.warn(
             DataQualityWarning(
-                f"Pareto/NBD: {what} is NaN for {missing} of {values.size} values because a hypergeometric "
-                f"series or continued fraction did not converge; this happens only when alpha and beta "
-                f"differ by a factor of about 10^5 or more"
+                f"Pareto/NBD: {quantity} is NaN for {missing} of {values.size} values because a hypergeometric "
+                f"series or continued fraction did not converge within its step limit. That happens when alpha "
+                f"({alpha:.4g}) and beta ({beta:.4g}) are far apart: beyond a ratio of about 10^6 for the "
+                f"likelihood, P(alive) and expected purchases, and a few thousand for P(X(t) = n)"
             ),
             stacklevel=3,
         )
@@ -459,7 +467,7 @@ class ParetoNBDModel(MaximumLikelihoodModel):
     ----------
     .. [1] Schmittlein, Morrison and Colombo (1987), Management Science 33(1).
     .. [2] Fader and Hardie (2005), http://brucehardie.com/notes/009/
-    .. [3] Fader, Hardie and Lee (2005), http://brucehardie.com/notes/008/
+    .. [3] Fader, Hardie and Lee (2005), A note on implementing the Pareto/NBD model in MATLAB.
 
     Examples
     --------
@@ -468,9 +476,14 @@ class ParetoNBDModel(MaximumLikelihoodModel):
     ...     recency=[0, 30, 36, 2, 0, 8, 25, 37, 0, 5],
     ...     T=[38] * 10,
     ... )
-    >>> {name: round(value, 2) for name, value in model.params_.items()}
+    >>> {name: round(value, 1) for name, value in model.params_.items()}
+    {'r': 8.0, 'alpha': 82.3, 's': 0.4, 'beta': 5.6}
     >>> model.probability_alive([1, 6], [2, 37], [38, 38]).round(3)
+    array([0.069, 0.989])
     >>> model.expected_purchases(10, [1, 6], [2, 37], [38, 38]).round(3)
+    array([0.049, 1.097])
+    >>> model.probability_of_n_purchases(38, [0, 1, 2]).round(3)
+    array([0.331, 0.186, 0.139])
     """
 
     name = "pareto_nbd"
@@ -533,8 +546,9 @@ class ParetoNBDModel(MaximumLikelihoodModel):
         self._store(result)
         return self
 
-    def _period_terms(self, frequency, recency, T) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Return the fitted parameters, the customers' x, their (ln L - x terms), and P(alive)."""
+    def _customer_terms(self, frequency, recency, T) -> tuple[np.ndarray, dict, np.ndarray, np.ndarray]:
+        """Return the fitted parameters, the validated summary, and per customer ``ln(E (1 + D))``
+        and P(alive) (see :func:`_period_terms`)."""
         params = self._params()
         data = validate_summary(frequency, recency, T)
         rows, inverse = unique_rows(data["frequency"], data["recency"], data["T"])
@@ -559,16 +573,16 @@ class ParetoNBDModel(MaximumLikelihoodModel):
         ----------
         .. [1] Fader and Hardie (2005), http://brucehardie.com/notes/009/
         """
-        params, data, period_ll, _ = self._period_terms(frequency, recency, T)
+        params, data, period_ll, _ = self._customer_terms(frequency, recency, T)
         values = _x_terms(params, data["frequency"])[0] + period_ll
-        _warn_if_unconverged(values, "the log-likelihood")
+        _warn_if_unconverged(values, "the log-likelihood", params)
         return values
 
     def probability_alive(self, frequency, recency, T) -> np.ndarray:
         """Return the probability that each customer is still active at the end of the period, P(tau > T).
 
         ``P(alive) = 1 / (1 + D)`` with ``D = s (I(t_x) - I(T)) (alpha + T)^(r + x) (beta + T)^s``
-        ([1]_, eq. 11; [2]_, eq. 36 and 37), ``I`` as in the module docstring. ``D`` is computed in
+        ([1]_; [2]_, eq. 36 and 37), ``I`` as in the module docstring. ``D`` is computed in
         logs (see :func:`_period_terms`). A customer whose last purchase is at T has P(alive) = 1.
 
         Parameters
@@ -586,8 +600,8 @@ class ParetoNBDModel(MaximumLikelihoodModel):
         .. [1] Schmittlein, Morrison and Colombo (1987), Management Science 33(1).
         .. [2] Fader and Hardie (2005), http://brucehardie.com/notes/009/
         """
-        alive = self._period_terms(frequency, recency, T)[3]
-        _warn_if_unconverged(alive, "P(alive)")
+        params, _, _, alive = self._customer_terms(frequency, recency, T)
+        _warn_if_unconverged(alive, "P(alive)", params)
         return alive
 
     def expected_purchases(self, t, frequency, recency, T) -> np.ndarray:
@@ -617,18 +631,18 @@ class ParetoNBDModel(MaximumLikelihoodModel):
         .. [2] Fader and Hardie (2005), http://brucehardie.com/notes/009/
         """
         t = _check_t(t)
-        params, data, _, alive = self._period_terms(frequency, recency, T)
+        params, data, _, alive = self._customer_terms(frequency, recency, T)
         r, alpha, s, beta = params
         x, big_t = data["frequency"], data["T"]
         expected = alive * _expected_new(t, r + x, alpha + big_t, s, beta + big_t)
-        _warn_if_unconverged(alive, "the expected number of purchases")
+        _warn_if_unconverged(alive, "the expected number of purchases", params)
         return expected
 
     def expected_purchases_new_customer(self, t) -> np.ndarray:
         """Return the expected purchases in (0, t] of a customer just acquired, E[X(t)].
 
-        ``E[X(t)] = r beta / (alpha (s - 1)) [1 - (beta / (beta + t))^(s - 1)]`` ([1]_, eq. 17;
-        [2]_, eq. 27), evaluated smoothly through s = 1.
+        ``E[X(t)] = r beta / (alpha (s - 1)) [1 - (beta / (beta + t))^(s - 1)]`` ([1]_; [2]_,
+        eq. 27), evaluated smoothly through s = 1.
 
         Parameters
         ----------
@@ -702,5 +716,5 @@ class ParetoNBDModel(MaximumLikelihoodModel):
         for count in np.unique(n[positive]):
             rows = positive & (n == count)
             result[rows] = _probability_of_n(params, t[rows], int(count))
-        _warn_if_unconverged(result, "P(X(t) = n)")
+        _warn_if_unconverged(result, "P(X(t) = n)", params)
         return result
