@@ -213,4 +213,8 @@ def test_bg_nbd_on_one_time_buyers_warns(tmp_path):
     settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), column_map=CDNOW_SAMPLE_MAP, model="bg-nbd")
     # 1,411 of the sample's 2,357 customers (60%) bought once before the calibration end.
     with pytest.warns(DataQualityWarning, match="60% of customers bought only once"):
-        analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)
+        result = analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path, settings)
+
+    assert any("60%" in entry["en"] for entry in result.model["warnings"])
+    assert any("60%" in entry["zh-CN"] for entry in result.model["warnings"])
+    assert "60% of customers bought only once" in (tmp_path / "report.html").read_text(encoding="utf-8")

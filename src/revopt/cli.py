@@ -165,6 +165,8 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
     if excluded["count"]:
         print(message("cli.analyze.spend_excluded", language, count=excluded["count"],
                       examples=", ".join(excluded["example_ids"])))
+    if not result.model["intervals"]["available"]:
+        print(message("cli.analyze.no_intervals", language, model=result.selection.chosen))
     holdout = result.model.get("holdout")
     if args.calibration_end is not None and not holdout:
         print(message("cli.analyze.no_holdout", language, calibration_end=args.calibration_end))

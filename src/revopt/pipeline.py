@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from revopt import segments as seg
-from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, check_range
+from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, RevoptWarning, check_range
 from revopt.i18n import detect_language
 from revopt.ingest import load_orders
 from revopt.holdout import holdout_report, holdout_validation, tracking_series
@@ -225,6 +225,43 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
         kpis = compute_kpis(lines, purchases, period="month")
         kpis["currency"] = settings.currency
 
+    # Model warnings are collected, so that model.json and the report list them, then passed on.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        customers, model, tracking, selection, gamma_gamma, purchase_model = _fit_and_score(
+            purchases, lines, settings, language, step, first_date=first_date, calibration_end=calibration_end,
+            observation_end=observation_end, holdout=holdout,
+        )
+    model["warnings"] = [
+        {"en": warning.message.localized("en"), "zh-CN": warning.message.localized("zh-CN")}
+        for warning in caught if isinstance(warning.message, RevoptWarning)
+    ]
+    for warning in caught:  # shown to the caller too, for example the CLI
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+    with step("write"):
+        _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
+        from revopt.report import ReportData, write_report
+
+        ingest_for_report = {key: value for key, value in ingest.items() if key != "columns"}
+        report = ReportData(
+            language=language,
+            settings=_report_settings(settings, orders, calibration_end, observation_end, holdout),
+            kpis=kpis,
+            model=model,
+            customers=_with_labels(customers, language),
+            segments_table=seg.segment_table(language),
+            ingest=ingest_for_report,
+            tracking=tracking,
+        )
+        write_report(report, scratch / "report.html")
+    return AnalysisResult(scratch, customers, model, kpis, ingest, tracking, step.timings, purchase_model,
+                          gamma_gamma, selection)
+
+
+def _fit_and_score(purchases, lines, settings: AnalysisSettings, language: str, step, *, first_date, calibration_end,
+                   observation_end, holdout: bool):
+    """Fit the models on the calibration period, choose the purchase model, score and validate."""
     with step("fit"):
         calibration = customer_summary(purchases, calibration_end=calibration_end, time_unit=settings.time_unit)
         if calibration.frequency.max().execute() < 1:
@@ -256,32 +293,16 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
 
     tracking = None
     model["holdout"] = None
+    model["intervals"] = customers.attrs.pop("intervals")
     if holdout:
-        with step("holdout"):
+        with step("diagnostics"):
             model["holdout"], model["diagnostics"] = holdout_report(
                 validation, selection, gamma_gamma, calibration_end, observation_end
             )
             tracking = tracking_series(calibration, purchases, purchase_model, calibration_end, observation_end,
                                        settings.time_unit)
 
-    with step("write"):
-        _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
-        from revopt.report import ReportData, write_report
-
-        ingest_for_report = {key: value for key, value in ingest.items() if key != "columns"}
-        report = ReportData(
-            language=language,
-            settings=_report_settings(settings, orders, calibration_end, observation_end, holdout),
-            kpis=kpis,
-            model=model,
-            customers=_with_labels(customers, language),
-            segments_table=seg.segment_table(language),
-            ingest=ingest_for_report,
-            tracking=tracking,
-        )
-        write_report(report, scratch / "report.html")
-    return AnalysisResult(scratch, customers, model, kpis, ingest, tracking, step.timings, purchase_model,
-                          gamma_gamma, selection)
+    return customers, model, tracking, selection, gamma_gamma, purchase_model
 
 
 def _move_to_backend(backend, lines: ibis.Table, purchases: ibis.Table):
@@ -345,7 +366,7 @@ def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observati
             margin=1.0, time_unit=unit,
         ),
     })
-    _add_uncertainty(predictions, purchase_model, horizon, x, t_x, T, days_per_unit=days)
+    intervals = _add_uncertainty(predictions, purchase_model, horizon, x, t_x, T, days_per_unit=days)
     scored = history.join(ibis.memtable(predictions), ["frequency", "recency_days", "T_days"])
 
     p, q, gamma = (gamma_gamma.params_[name] for name in ("p", "q", "gamma"))
@@ -369,6 +390,7 @@ def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observati
         next_purchase_days=scored.next_purchase_days,
     ).order_by("customer_id")
     customers = scored.to_pandas()
+    customers.attrs["intervals"] = intervals
     customers.insert(customers.columns.get_loc("next_purchase_days"), "next_purchase_date",
                      (pd.Timestamp(observation_end) + pd.to_timedelta(customers.pop("next_purchase_days"), unit="D"))
                      .dt.ceil("D").dt.date)
@@ -383,7 +405,7 @@ INTERVAL_LEVEL = 0.9
 INTERVAL_SEED = 20050101
 
 
-def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T, *, days_per_unit: float) -> None:
+def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T, *, days_per_unit: float) -> dict:
     """Add 90% intervals from parameter uncertainty, and the median days to the next purchase.
 
     The next purchase date is the day by which the customer has bought again with probability 0.5;
@@ -402,9 +424,11 @@ def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T
             level=INTERVAL_LEVEL, draws=INTERVAL_DRAWS, seed=INTERVAL_SEED,
         )
         low, high = interval["lower"], interval["upper"]
+        status = {"available": True, "level": INTERVAL_LEVEL, "draws": INTERVAL_DRAWS, "reason": None}
     except FitError as error:
         log.info("event=interval_skipped reason=%s", error)
         low = high = np.full_like(point, np.nan)
+        status = {"available": False, "level": INTERVAL_LEVEL, "draws": INTERVAL_DRAWS, "reason": str(error)}
     predictions["expected_purchases_low"] = low
     predictions["expected_purchases_high"] = high
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -421,6 +445,7 @@ def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T
         # A median wait beyond the horizon is no date to plan around, so it stays empty.
         days = np.where(median <= horizon, median * days_per_unit, np.nan)
     predictions["next_purchase_days"] = days
+    return status
 
 
 # Above this share of one-time buyers, BG/NBD's P(alive) = 1 for all of them drives most scores.

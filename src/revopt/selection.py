@@ -33,6 +33,14 @@ PURCHASE_MODELS = {
     "pareto-nbd": ParetoNBDModel,
 }
 MODEL_CHOICES = (*PURCHASE_MODELS, "auto")
+# Models whose score lies within this relative distance of the best are tied, and a tie goes to
+# the earliest model in PURCHASE_MODELS: the simplest, fastest, and the one with the most outputs
+# (intervals and next purchase dates). Differences this small are noise, not evidence; on a base
+# where every model fits away its dropout (Online Retail) the three differ in the ninth digit.
+TIE_TOLERANCE = 0.01
+# Without a holdout: a BIC difference below 2 is "not worth more than a bare mention" (Kass and
+# Raftery 1995, "Bayes factors", JASA 90(430), section 3.2), so such models are tied too.
+BIC_TIE = 2.0
 
 
 @dataclass
@@ -126,15 +134,24 @@ def choose(
 
     metric = "holdout_mae" if holdout else "bic"
     finite = comparison[np.isfinite(comparison[metric].to_numpy(float))]
-    ranked = finite.sort_values(metric, kind="stable")
-    best, runner_up = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else None
+    lowest = finite[metric].min()
+    band = TIE_TOLERANCE * abs(lowest) if holdout else BIC_TIE
+    tied = finite[finite[metric] <= lowest + band]
+    best = tied.iloc[0]
+    others = finite[finite.option != best.option].sort_values(metric, kind="stable")
+    runner_up = others.iloc[0] if len(others) else None
     fields = {
         "model": best.option,
         "value": f"{best[metric]:.4g}",
         "runner_up": runner_up.option if runner_up is not None else "-",
         "runner_up_value": f"{runner_up[metric]:.4g}" if runner_up is not None else "-",
     }
-    reason = "selection.by_holdout_mae" if holdout else "selection.by_bic"
+    if len(tied) > 1:
+        reason = "selection.tied_holdout_mae" if holdout else "selection.tied_bic"
+        fields["tied"] = ", ".join(tied.option)
+        fields["tolerance"] = f"{TIE_TOLERANCE:.0%}" if holdout else f"{BIC_TIE:g}"
+    else:
+        reason = "selection.by_holdout_mae" if holdout else "selection.by_bic"
     return PurchaseModelChoice(fitted, failures, best.option, reason, fields, comparison)
 
 

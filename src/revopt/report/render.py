@@ -946,7 +946,12 @@ def _model_choice(data: ReportData, formats: _Formats) -> dict[str, Any]:
             "report.model.ranking", gini=formats.significant(ranking.get("gini")),
             capture=formats.percent(ranking.get("top_decile_capture")),
         )
-    return {"reason": reason, "comparison": comparison, "expectations": expectations, "ranking_note": ranking_note}
+    notes = [entry.get(data.language) or entry.get("en") for entry in data.model.get("warnings") or []]
+    intervals = data.model.get("intervals") or {}
+    if intervals and not intervals.get("available", True):
+        notes.append(formats.translate("report.model.no_intervals"))
+    return {"reason": reason, "comparison": comparison, "expectations": expectations, "ranking_note": ranking_note,
+            "warnings": notes}
 
 
 # --- Section 9: high-value customers at risk --------------------------------------------------
