@@ -127,3 +127,12 @@ def test_version():
 
     assert result.returncode == 0
     assert result.stdout.startswith("revopt ")
+
+
+def test_no_repeat_purchases(tmp_path):
+    rows = [["customer", "date", "amount"]] + [[f"c{i}", f"2024-01-{i + 1:02d}", "5"] for i in range(20)]
+    result = run_cli("analyze", str(write_rows(tmp_path / "once.csv", rows)), "--out", str(tmp_path / "out"), "-q")
+
+    assert result.returncode == EXIT_INPUT_ERROR
+    assert "no customer bought on two different days" in result.stderr
+    assert "--calibration-end" not in result.stderr

@@ -265,6 +265,9 @@ def _fit_and_score(purchases, lines, settings: AnalysisSettings, language: str, 
     with step("fit"):
         calibration = customer_summary(purchases, calibration_end=calibration_end, time_unit=settings.time_unit)
         if calibration.frequency.max().execute() < 1:
+            if settings.calibration_end is None:
+                raise InputError(message_id="errors.no_repeat_purchases_at_all", first=first_date,
+                                 last=calibration_end)
             raise ConfigError(message_id="errors.no_repeat_purchases", first=first_date,
                               calibration_end=calibration_end)
         stats = compressed_statistics(calibration).to_pandas()
