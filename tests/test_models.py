@@ -527,3 +527,20 @@ def test_gamma_gamma_grouped_likelihood_equals_row_sum():
         log_f, row_gradient = _log_likelihood_terms(params, x, zbar)
         assert value == pytest.approx(float(np.sum(weights * log_f)), rel=1e-12)
         np.testing.assert_allclose(gradient, (row_gradient * weights).sum(axis=1), rtol=1e-9, atol=1e-9)
+
+
+def test_log_beta_ratio_exact_at_any_scale():
+    from scipy.special import gammaln
+
+    from revopt.models.bgnbd import log_beta_ratio
+
+    n = np.array([0.0, 1.0, 5.0, 300.0])
+    a, b = 0.79, 2.4
+    value, _, _ = log_beta_ratio(a, b, n)
+    np.testing.assert_allclose(value, gammaln(a + b) + gammaln(b + n) - gammaln(b) - gammaln(a + b + n),
+                               rtol=1e-12, atol=1e-12)
+    # With a + b = 5e79, (b + k) / (a + b + k) equals b / (a + b) to 1e-77 for k <= 300, so the
+    # ratio is n log(b / (a + b)); four gammaln values give noise of order 1e69 here.
+    a, b = 1e78, 5e79
+    value, _, _ = log_beta_ratio(a, b, n)
+    np.testing.assert_allclose(value, n * np.log(b / (a + b)), rtol=1e-12, atol=1e-15)

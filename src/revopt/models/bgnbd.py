@@ -48,6 +48,34 @@ PARAMS = ("r", "alpha", "a", "b")
 _NEAR_SINGULAR = 1e-5
 
 
+# Up to this many purchases the Beta-function ratio is summed term by term; beyond it the
+# gammaln difference is used, which is exact enough once x is large relative to rounding.
+_MAX_SUMMED_PURCHASES = 10_000
+
+
+def log_beta_ratio(a: float, b: float, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``ln[B(a, b + n) / B(a, b)]`` for whole ``n >= 0``, and its derivatives in a and b.
+
+    The ratio is the product over ``k < n`` of ``(b + k) / (a + b + k)``, summed here as
+    ``-log1p(a / (b + k))``. Four gammaln values give the same number but cancel catastrophically once
+    ``a + b`` is large: at ``a + b`` = 1e80 they return noise of order 1e69, which an optimizer then
+    climbs. The sum stays exact at any scale.
+    """
+    n = np.asarray(n, dtype=float)
+    whole = n.astype(np.int64)
+    top = int(whole.max(initial=0))
+    if top > _MAX_SUMMED_PURCHASES:
+        value = gammaln(a + b) + gammaln(b + n) - gammaln(b) - gammaln(a + b + n)
+        d_a = digamma(a + b) - digamma(a + b + n)
+        return value, d_a, d_a + digamma(b + n) - digamma(b)
+    k = np.arange(top, dtype=float)
+    zero = np.zeros(1)
+    value = np.concatenate([zero, np.cumsum(-np.log1p(a / (b + k)))])[whole]
+    d_a = np.concatenate([zero, np.cumsum(-1.0 / (a + b + k))])[whole]
+    d_b = np.concatenate([zero, np.cumsum(a / ((b + k) * (a + b + k)))])[whole]
+    return value, d_a, d_b
+
+
 def _x_terms(params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ln A1 + ln A2 and their gradient: the part of the likelihood that depends on x only.
 
@@ -58,12 +86,10 @@ def _x_terms(params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     r, alpha, a, b = params
 
     log_a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    log_a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+    log_a2, d_a, d_b = log_beta_ratio(a, b, x)
 
     d_r = digamma(r + x) - digamma(r) + np.log(alpha)
     d_alpha = np.broadcast_to(r / alpha, x.shape)
-    d_a = digamma(a + b) - digamma(a + b + x)
-    d_b = d_a + digamma(b + x) - digamma(b)
     return log_a1 + log_a2, np.stack([d_r, d_alpha, d_a, d_b])
 
 

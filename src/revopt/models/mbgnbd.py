@@ -41,7 +41,7 @@ from revopt.models._fitting import (
     validate_summary,
     weighted_sum,
 )
-from revopt.models.bgnbd import _check_t, _expected
+from revopt.models.bgnbd import _check_t, _expected, log_beta_ratio
 
 __all__ = ["ModifiedBetaGeoModel"]
 
@@ -57,12 +57,11 @@ def _x_terms(params: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     r, alpha, a, b = params
 
     log_a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    log_a2 = gammaln(a + b) + gammaln(b + x + 1.0) - gammaln(b) - gammaln(a + b + x + 1.0)
+    # The ratio of Beta functions summed term by term, exact when a + b is huge (see bgnbd.log_beta_ratio).
+    log_a2, d_a, d_b = log_beta_ratio(a, b, x + 1.0)
 
     d_r = digamma(r + x) - digamma(r) + np.log(alpha)
     d_alpha = np.broadcast_to(r / alpha, x.shape)
-    d_a = digamma(a + b) - digamma(a + b + x + 1.0)
-    d_b = d_a + digamma(b + x + 1.0) - digamma(b)
     return log_a1 + log_a2, np.stack([d_r, d_alpha, d_a, d_b])
 
 
