@@ -207,6 +207,10 @@ def test_next_purchase_date_for_bg_nbd(tmp_path):
     assert (customers.probability_alive[dated] > 0.5).all()
     assert (pd.to_datetime(customers.next_purchase_date[dated]) > pd.Timestamp("1998-06-30")).all()
     assert result.model["selection"]["chosen"] == "bg-nbd"
+    both = dated & customers.next_purchase_date_early.notna() & customers.next_purchase_date_late.notna()
+    assert both.any()
+    assert (customers.next_purchase_date_early[both] <= customers.next_purchase_date[both]).all()
+    assert (customers.next_purchase_date[both] <= customers.next_purchase_date_late[both]).all()
 
 
 def test_bg_nbd_on_one_time_buyers_warns(tmp_path):

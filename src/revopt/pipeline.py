@@ -390,13 +390,17 @@ def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observati
         clv=scored.discounted_purchases * expected_value * settings.margin,
         clv_low=scored.discounted_purchases_low * expected_value * settings.margin,
         clv_high=scored.discounted_purchases_high * expected_value * settings.margin,
+        next_purchase_days_early=scored.next_purchase_days_early,
         next_purchase_days=scored.next_purchase_days,
+        next_purchase_days_late=scored.next_purchase_days_late,
     ).order_by("customer_id")
     customers = scored.to_pandas()
     customers.attrs["intervals"] = intervals
-    customers.insert(customers.columns.get_loc("next_purchase_days"), "next_purchase_date",
-                     (pd.Timestamp(observation_end) + pd.to_timedelta(customers.pop("next_purchase_days"), unit="D"))
-                     .dt.ceil("D").dt.date)
+    for days_column, date_column in (("next_purchase_days_early", "next_purchase_date_early"),
+                                     ("next_purchase_days", "next_purchase_date"),
+                                     ("next_purchase_days_late", "next_purchase_date_late")):
+        waits = pd.to_timedelta(customers.pop(days_column), unit="D")
+        customers[date_column] = (pd.Timestamp(observation_end) + waits).dt.ceil("D").dt.date
     customers["recency_days_since_last"] = (pd.Timestamp(observation_end) - pd.to_datetime(customers.last_purchase)).dt.days
     return customers
 
@@ -406,6 +410,9 @@ def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observati
 INTERVAL_DRAWS = 200
 INTERVAL_LEVEL = 0.9
 INTERVAL_SEED = 20050101
+# Probability of having bought again by the date -> the column holding the days until then: the
+# median, and an 80% interval around it.
+NEXT_PURCHASE_QUANTILES = {0.1: "next_purchase_days_early", 0.5: "next_purchase_days", 0.9: "next_purchase_days_late"}
 
 
 def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T, *, days_per_unit: float) -> dict:
@@ -440,14 +447,16 @@ def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T
     predictions["discounted_purchases_low"] = predictions["discounted_purchases"] * ratio_low
     predictions["discounted_purchases_high"] = predictions["discounted_purchases"] * ratio_high
 
-    days = np.full_like(point, np.nan)
+    for column in NEXT_PURCHASE_QUANTILES.values():
+        predictions[column] = np.nan
     if model.name in ("bg_nbd", "mbg_nbd"):
         # NOTE: Pareto/NBD customers can drop out before their next purchase, so its waiting-time
-        # distribution differs and the column stays empty for it.
-        median = diagnostics.next_purchase_time(model, x, t_x, T, quantiles=(0.5,))["time_p50"].to_numpy(float)
-        # A median wait beyond the horizon is no date to plan around, so it stays empty.
-        days = np.where(median <= horizon, median * days_per_unit, np.nan)
-    predictions["next_purchase_days"] = days
+        # distribution differs and these columns stay empty for it.
+        times = diagnostics.next_purchase_time(model, x, t_x, T, quantiles=tuple(NEXT_PURCHASE_QUANTILES))
+        for quantile, column in NEXT_PURCHASE_QUANTILES.items():
+            waits = times[f"time_p{round(quantile * 100)}"].to_numpy(float)
+            # A wait beyond the horizon is no date to plan around, so it stays empty.
+            predictions[column] = np.where(waits <= horizon, waits * days_per_unit, np.nan)
     return status
 
 
