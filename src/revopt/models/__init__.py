@@ -13,6 +13,7 @@ from revopt.models.clv import PurchaseModel, customer_lifetime_value
 from revopt.models.gamma_gamma import GammaGammaModel
 from revopt.models.mbgnbd import ModifiedBetaGeoModel
 from revopt.models.pareto_nbd import ParetoNBDModel
+from revopt.models.pareto_nbd_covariates import ParetoNBDCovariateModel
 from revopt.models.sbg import ShiftedBetaGeometricModel
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "GammaGammaModel",
     "FitResult",
     "ModifiedBetaGeoModel",
+    "ParetoNBDCovariateModel",
     "ParetoNBDModel",
     "PurchaseModel",
     "ShiftedBetaGeometricModel",
