@@ -222,3 +222,33 @@ def test_bg_nbd_on_one_time_buyers_warns(tmp_path):
     assert any("60%" in entry["en"] for entry in result.model["warnings"])
     assert any("60%" in entry["zh-CN"] for entry in result.model["warnings"])
     assert "60% of customers bought only once" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def no_dropout_orders(path, *, customers: int, seed: int):
+    """Write orders of customers who never drop out: Poisson purchases at gamma-distributed rates, one year."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    start = pd.Timestamp("2024-01-01")
+    for customer in range(customers):
+        rate = rng.gamma(2.0, 0.02)  # purchases per day
+        first = rng.integers(0, 60)
+        days = first + np.concatenate([[0], np.cumsum(rng.exponential(1 / rate, 40))])
+        for day in days[days < 365]:
+            rows.append((f"c{customer}", (start + pd.Timedelta(days=int(day))).date().isoformat(), "10"))
+    pd.DataFrame(rows, columns=["customer_id", "date", "amount"]).to_csv(path, index=False)
+    return path
+
+
+def test_fit_without_dropout_warns(tmp_path):
+    # On Online Retail up to 2011-09-01 every model fits away its dropout (a or s near 1e-7).
+    settings = AnalysisSettings(calibration_end=dt.date(2011, 9, 1), model="bg-nbd", currency="GBP")
+    with pytest.warns(DataQualityWarning, match="finds almost no dropout"):
+        result = analyze(dataset("online_retail", "online_retail.csv.gz"), tmp_path, settings)
+
+    assert (result.customers.probability_alive > 0.99).mean() >= 0.99
+
+
+def test_few_customers_warn(tmp_path):
+    path = no_dropout_orders(tmp_path / "orders.csv", customers=30, seed=6)
+    with pytest.warns(DataQualityWarning, match="only 30 customers"):
+        analyze(path, tmp_path / "out", AnalysisSettings(model="bg-nbd"))
