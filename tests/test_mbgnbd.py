@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 from conftest import dataset
 from scipy import integrate
-from scipy.special import betaln
+from scipy.special import betaln, gammaln, logsumexp
 from test_models import DAYS_PER_WEEK, cdnow_master_weekly, import_lifetimes
 
+from revopt import diagnostics
 from revopt.errors import ConfigError, InputError, NotFittedError
 from revopt.models import BetaGeoModel, mbgnbd
 from revopt.models.mbgnbd import ModifiedBetaGeoModel
@@ -62,6 +63,45 @@ def expected_by_quadrature(t, r, alpha, a, b, *, drop_at_start: bool):
 
     integral = integrate.quad(given_p, 0.0, 1.0, weight="alg", wvar=(a - 1.0, b - 1.0), limit=500, epsabs=0, epsrel=1e-12)[0]
     return integral * np.exp(-betaln(a, b))
+
+
+def lifetimes_mbgnbd(lifetimes, params: dict):
+    """A lifetimes ModifiedBetaGeoFitter that predicts with the given parameters, without fitting."""
+    fitter = lifetimes.ModifiedBetaGeoFitter()
+    fitter.params_ = pd.Series(params)
+    return fitter
+
+
+def simulated_counts(t, r, alpha, a, b, size, rng) -> np.ndarray:
+    """Repeat purchases in (0, t] of ``size`` simulated new MBG/NBD customers.
+
+    A customer drops out right after purchase K, where purchase 0 is the first purchase and
+    P(K = k | p) = (1 - p)^k p. Until then purchases follow a Poisson process with rate lambda, so
+    the count in (0, t] is min(Poisson(lambda t), K).
+    """
+    rate = rng.gamma(r, 1.0 / alpha, size)
+    p = rng.beta(a, b, size)
+    last_purchase = rng.geometric(p) - 1  # numpy counts trials up to the first success, from 1
+    return np.minimum(rng.poisson(rate * t), last_purchase)
+
+
+def probability_by_tail_sum(t, n, r, alpha, a, b):
+    """P(X(t) = n) of the MBG/NBD with the tail S(n) = 1 - sum_{j<n} NB(j) summed upward as sum_{j>=n} NB(j).
+
+    Every term is positive, so the sum keeps full precision where the head sum cancels.
+    """
+    z = t / (alpha + t)
+
+    def log_nb(j):
+        return gammaln(r + j) - gammaln(r) - gammaln(j + 1.0) + r * np.log(alpha / (alpha + t)) + j * np.log(z)
+
+    stay = np.exp(betaln(a, b + n + 1) - betaln(a, b) + log_nb(n))
+    if n == 0:
+        return stay + a / (a + b)
+    j = np.arange(n, n + 200_000, dtype=float)
+    terms = log_nb(j)
+    assert terms[-1] < terms.max() - 60  # the truncated tail is negligible
+    return stay + np.exp(betaln(a + 1.0, b + n) - betaln(a, b) + logsumexp(terms))
 
 
 def extrapolated_differences(function, point: np.ndarray) -> np.ndarray:
@@ -281,6 +321,107 @@ def test_heavy_buyers_give_finite_results():
     assert expected[0] > 100  # about 300 / 80 weeks, for a customer almost surely alive
 
 
+# --- distribution of the number of repeat purchases ----------------------------------------------
+
+
+@pytest.mark.parametrize("t", [0.5, 39.0, 520.0], ids=["half-week", "39-weeks", "10-years"])
+def test_count_distribution_sums_to_one(cdnow_model, t):
+    probabilities = cdnow_model.probability_of_n_purchases(t, np.arange(100_000))
+    assert np.all(probabilities >= 0)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("params", [(0.52, 6.2, 0.89, 1.6), (2.0, 30.0, 3.5, 1.2), (0.5, 4.0, 0.3, 0.1)], ids=["cdnow", "a>1", "a+b<1"])
+def test_count_distribution_mean_is_expected_purchases(params):
+    model = fitted_mbgnbd(*params)
+    n = np.arange(200_000)
+    for t in (1.0, 39.0, 104.0):
+        probabilities = model.probability_of_n_purchases(t, n)
+        assert probabilities[-1] < 1e-12  # the truncated tail adds nothing visible to the mean
+        mean = np.sum(n * probabilities)
+        assert mean == pytest.approx(model.expected_purchases_new_customer(t), rel=1e-8), t
+
+
+@pytest.mark.parametrize("t", [1.0, 39.0], ids=["1-week", "39-weeks"])
+def test_count_distribution_matches_simulation(t):
+    rng = np.random.default_rng(20240612)
+    params = (0.52, 6.2, 0.89, 1.6)
+    size = 400_000
+    counts = simulated_counts(t, *params, size, rng)
+    predicted = fitted_mbgnbd(*params).probability_of_n_purchases(t, np.arange(8))
+    for n, probability in enumerate(predicted):
+        share = np.mean(counts == n)
+        standard_error = np.sqrt(probability * (1 - probability) / size)
+        assert abs(share - probability) < 4 * standard_error, n
+    predicted_above = 1 - predicted.sum()
+    standard_error = np.sqrt(predicted_above * (1 - predicted_above) / size)
+    assert abs(np.mean(counts >= 8) - predicted_above) < 4 * standard_error
+
+
+def test_count_distribution_matches_lifetimes(cdnow_model):
+    # lifetimes 0.11.3 uses the same formula but forms the tail as 1 - sum_{j<n} NB(j). For n < 12
+    # at these t, that sum still keeps enough digits.
+    theirs = lifetimes_mbgnbd(import_lifetimes(), cdnow_model.params_)
+    for t in (1.0, 39.0, 78.0):
+        for n in range(12):
+            expected = theirs.probability_of_n_purchases_up_to_time(t, n)
+            assert cdnow_model.probability_of_n_purchases(t, n) == pytest.approx(expected, rel=1e-9), (t, n)
+
+
+@pytest.mark.parametrize(
+    ("t", "n"),
+    [(1.0, 0), (1.0, 20), (1.0, 60), (39.0, 150), (5000.0, 500), (5000.0, 3000)],
+    ids=["short-0", "short-20", "short-60", "39-weeks-150", "long-500", "long-3000"],
+)
+def test_count_distribution_is_accurate_for_large_n(t, n):
+    # A 1 - sum tail loses all digits at t = 1, n = 20, and Gamma(r + n) overflows past n ~ 170.
+    params = (0.8, 4.4, 0.79, 2.4)
+    ours = fitted_mbgnbd(*params).probability_of_n_purchases(t, n)
+    assert np.isfinite(ours)
+    assert ours > 0
+    assert ours == pytest.approx(probability_by_tail_sum(t, n, *params), rel=1e-9)
+
+
+def test_count_distribution_at_time_zero_and_broadcasting(cdnow_model):
+    # P(X(0) = 0) is b / (a + b) + a / (a + b), each term rounded on its own.
+    at_zero = cdnow_model.probability_of_n_purchases(0.0, [0, 1, 5])
+    assert at_zero[0] == pytest.approx(1.0, abs=1e-15)
+    assert at_zero[1:].tolist() == [0.0, 0.0]
+    grid = cdnow_model.probability_of_n_purchases(np.array([1.0, 39.0])[:, None], np.arange(3))
+    assert grid.shape == (2, 3)
+    assert grid[1, 2] == cdnow_model.probability_of_n_purchases(39.0, 2)
+
+
+def test_no_repeat_purchase_more_likely_than_bgnbd():
+    # The drop-out at the first purchase adds a / (a + b) to P(X(t) = 0) of a BG/NBD with b + 1.
+    params = {"r": 0.52, "alpha": 6.2, "a": 0.89, "b": 1.6}
+    bgnbd = BetaGeoModel()
+    bgnbd.params_ = params
+    zero = fitted_mbgnbd(**params).probability_of_n_purchases([1.0, 39.0, 520.0], 0)
+    assert np.all(zero > bgnbd.probability_of_n_purchases([1.0, 39.0, 520.0], 0))
+    assert np.all(zero > params["a"] / (params["a"] + params["b"]))
+
+
+@pytest.mark.parametrize(("t", "n"), [(1.0, 1.5), (1.0, -1), (-1.0, 1), (1.0, np.nan)], ids=["fractional", "negative-n", "negative-t", "nan"])
+def test_count_distribution_rejects_bad_arguments(cdnow_model, t, n):
+    with pytest.raises(ConfigError, match=r"(n must be a whole number in|t must be in) \[0, inf\)"):
+        cdnow_model.probability_of_n_purchases(t, n)
+
+
+def test_repeat_purchase_histogram_on_cdnow(cdnow, cdnow_model):
+    x, _, T = cdnow
+    table = diagnostics.repeat_purchase_histogram(cdnow_model, x, T)
+
+    theirs = lifetimes_mbgnbd(import_lifetimes(), cdnow_model.params_)
+    expected = np.array([sum(theirs.probability_of_n_purchases_up_to_time(t, n) for t in T) for n in range(7)])
+
+    assert table["repeat_purchases"].tolist() == ["0", "1", "2", "3", "4", "5", "6", "7+"]
+    assert table["actual"].tolist() == [1411, 439, 214, 100, 62, 38, 29, 64]
+    np.testing.assert_allclose(table["predicted"].iloc[:7], expected, rtol=1e-9)
+    assert table["predicted"].iloc[7] == pytest.approx(x.size - expected.sum(), rel=1e-9)
+    assert table["predicted"].sum() == pytest.approx(x.size, rel=1e-12)
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -290,10 +431,11 @@ def test_heavy_buyers_give_finite_results():
         lambda m: m.probability_alive([1], [1.0], [2.0]),
         lambda m: m.expected_purchases(1.0, [1], [1.0], [2.0]),
         lambda m: m.expected_purchases_new_customer(1.0),
+        lambda m: m.probability_of_n_purchases(1.0, 2),
         lambda m: m.log_likelihood([1], [1.0], [2.0]),
         lambda m: m.to_dict(),
     ],
-    ids=["probability_alive", "expected_purchases", "new_customer", "log_likelihood", "to_dict"],
+    ids=["probability_alive", "expected_purchases", "new_customer", "n_purchases", "log_likelihood", "to_dict"],
 )
 def test_before_fit_raises(call):
     with pytest.raises(NotFittedError, match=r"ModifiedBetaGeoModel is not fitted yet; call fit\(frequency, recency, T\) first"):
