@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import dataset
+from scipy.integrate import quad
 from scipy.special import betaln, gammaln, logsumexp
 
 from revopt import diagnostics
 from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, NotFittedError
 from revopt.models import BetaGeoModel, GammaGammaModel, customer_lifetime_value
 from revopt.models import bgnbd
+from revopt.models.pareto_nbd import ParetoNBDModel
 from revopt.models._fitting import unique_rows
 
 CALIBRATION_END = pd.Timestamp("1997-09-30")
@@ -623,6 +625,149 @@ def test_next_purchase_time_by_hand():
     assert table["probability_alive"].iloc[1] == pytest.approx(alive, rel=1e-12)
     expected = 30.0 * ((1.0 - 0.5 / alive) ** (-1.0 / 2.5) - 1.0)
     assert table["time_p50"].iloc[1] == pytest.approx(expected, rel=1e-12)
+
+
+PARETO_PARAMS = {"r": 0.55, "alpha": 10.6, "s": 0.61, "beta": 11.7}  # near the CDNOW estimates, in weeks
+
+
+def fitted_pareto_nbd(params: dict) -> ParetoNBDModel:
+    """A Pareto/NBD model with given parameters, bypassing fit (to evaluate formulas at chosen points)."""
+    model = ParetoNBDModel()
+    model.params_ = dict(params)
+    return model
+
+
+def pareto_nbd_purchase_probability(params: dict, x: float, T: float, t: float) -> float:
+    """P(buys within t, before dropping out | alive at T), by adaptive quadrature over the waiting time.
+
+    The density at u is E[lambda exp(-(lambda + mu) u)] with lambda ~ Gamma(r + x, alpha + T) and
+    mu ~ Gamma(s, beta + T), the two gamma Laplace transforms multiplied.
+    """
+    shape, rate = params["r"] + x, params["alpha"] + T
+    dropout_rate = params["beta"] + T
+
+    def density(u):
+        return shape / rate * (1 + u / rate) ** -(shape + 1) * (1 + u / dropout_rate) ** -params["s"]
+
+    return quad(density, 0.0, t, epsabs=0.0, epsrel=1e-12, limit=200)[0]
+
+
+def test_next_purchase_time_pareto_nbd_matches_simulation():
+    model = fitted_pareto_nbd(PARETO_PARAMS)
+    x = np.array([0.0, 2.0, 10.0, 1.0])
+    t_x = np.array([0.0, 20.0, 30.0, 35.0])
+    T = np.array([38.0, 38.0, 38.0, 39.0])
+    quantiles = (0.05, 0.1, 0.3, 0.5)
+    table = diagnostics.next_purchase_time(model, x, t_x, T, quantiles=quantiles)
+    alive = table["probability_alive"].to_numpy()
+
+    rng = np.random.default_rng(7)
+    draws = 400_000
+    for customer in range(x.size):
+        shape, rate = PARETO_PARAMS["r"] + x[customer], PARETO_PARAMS["alpha"] + T[customer]
+        purchase_rate = rng.gamma(shape, 1.0 / rate, draws)
+        dropout_rate = rng.gamma(PARETO_PARAMS["s"], 1.0 / (PARETO_PARAMS["beta"] + T[customer]), draws)
+        is_alive = rng.random(draws) < alive[customer]
+        wait = rng.exponential(1.0 / purchase_rate)
+        lifetime = rng.exponential(1.0 / dropout_rate)
+        wait = np.where(is_alive & (wait < lifetime), wait, np.inf)  # inf: never buys again
+
+        ever = np.isfinite(wait).mean()
+        for q in quantiles:
+            time = table[f"time_p{100 * q:g}"].iloc[customer]
+            tolerance = 4 * np.sqrt(q * (1 - q) / draws)
+            if np.isnan(time):
+                assert ever < q + tolerance, (customer, q, ever)
+            else:
+                assert abs(np.mean(wait <= time) - q) < tolerance, (customer, q)
+    # The chosen customers cover both cases: some levels are reachable and some are not.
+    times = table[[f"time_p{100 * q:g}" for q in quantiles]].to_numpy()
+    assert np.isnan(times).any()
+    assert np.isfinite(times).any()
+
+
+def test_next_purchase_time_pareto_nbd_matches_quadrature():
+    model = fitted_pareto_nbd(PARETO_PARAMS)
+    x = np.array([0.0, 0.0, 3.0, 25.0, 1.0])
+    t_x = np.array([0.0, 0.0, 10.0, 30.0, 0.5])
+    T = np.array([0.0, 50.0, 40.0, 31.0, 1.0])
+    quantiles = (0.01, 0.1, 0.3, 0.6, 0.9)
+    table = diagnostics.next_purchase_time(model, x, t_x, T, quantiles=quantiles)
+    alive = table["probability_alive"].to_numpy()
+    for customer in range(x.size):
+        for q in quantiles:
+            time = table[f"time_p{100 * q:g}"].iloc[customer]
+            if np.isfinite(time):
+                bought = alive[customer] * pareto_nbd_purchase_probability(PARETO_PARAMS, x[customer], T[customer], time)
+                assert bought == pytest.approx(q, rel=1e-8), (customer, q)
+
+
+def test_next_purchase_time_pareto_nbd_unreachable_nan():
+    # Alpha < beta and alpha > beta take different branches of the hypergeometric form.
+    for params in (PARETO_PARAMS, {"r": 1.3, "alpha": 4.0, "s": 2.5, "beta": 0.5}):
+        model = fitted_pareto_nbd(params)
+        x = np.array([0.0, 1.0, 4.0, 12.0, 40.0])
+        t_x = np.array([0.0, 5.0, 20.0, 25.0, 30.0])
+        T = np.array([30.0, 30.0, 30.0, 30.0, 30.0])
+        quantiles = np.round(np.arange(0.02, 1.0, 0.04), 2)
+        table = diagnostics.next_purchase_time(model, x, t_x, T, quantiles=quantiles)
+        alive = table["probability_alive"].to_numpy()
+        for customer in range(x.size):
+            ever = alive[customer] * pareto_nbd_purchase_probability(params, x[customer], T[customer], np.inf)
+            for q in quantiles:
+                assert abs(q - ever) > 1e-6, "pick levels away from the boundary"
+                time = table[f"time_p{100 * q:g}"].iloc[customer]
+                assert np.isnan(time) == (q >= ever), (params, customer, q, ever)
+
+
+def test_next_purchase_time_pareto_nbd_increases_with_level():
+    model = fitted_pareto_nbd(PARETO_PARAMS)
+    quantiles = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    table = diagnostics.next_purchase_time(model, [0, 3, 20], [0.0, 30.0, 38.0], [39.0, 39.0, 39.0], quantiles=quantiles)
+    for customer in range(3):
+        times = table.iloc[customer, 1:].to_numpy(dtype=float)
+        finite = times[np.isfinite(times)]
+        assert finite.size > 10
+        # Finite times come first, then NaN from the first unreachable level on.
+        assert np.all(np.isfinite(times[: finite.size]))
+        assert np.all(np.diff(finite) > 0)
+        assert finite[0] > 0
+    # The probability of buying within t also increases with t (checked by quadrature).
+    probabilities = [pareto_nbd_purchase_probability(PARETO_PARAMS, 3.0, 39.0, t) for t in (0.0, 1.0, 10.0, 100.0, 1e4)]
+    assert probabilities[0] == 0.0
+    assert np.all(np.diff(probabilities) > 0)
+
+
+def test_next_purchase_time_pareto_nbd_on_cdnow(cdnow):
+    model = ParetoNBDModel().fit(*cdnow)
+    frequency, recency, T = cdnow
+    table = diagnostics.next_purchase_time(model, frequency, recency, T)
+    assert list(table.columns) == ["probability_alive", "time_p10", "time_p50", "time_p90"]
+    assert len(table) == frequency.size
+    alive = table["probability_alive"].to_numpy()
+    assert np.all((alive >= 0) & (alive <= 1))
+
+    # Whether a level is reachable depends on P(alive) and on (x, T): check every distinct row.
+    rows = pd.DataFrame({"x": frequency, "T": T, "alive": alive}).drop_duplicates()
+    ever = {
+        (row.x, row.T): pareto_nbd_purchase_probability(model.params_, row.x, row.T, np.inf)
+        for row in rows.drop_duplicates(["x", "T"]).itertuples()
+    }
+    reachable_share = alive * np.array([ever[key] for key in zip(frequency, T)])
+    for q, column in ((0.1, "time_p10"), (0.5, "time_p50"), (0.9, "time_p90")):
+        times = table[column].to_numpy()
+        clear = np.abs(reachable_share - q) > 1e-9
+        assert np.all(np.isfinite(times[clear & (reachable_share > q)])), column
+        assert np.all(times[np.isfinite(times)] > 0), column
+        assert np.all(np.isnan(times[clear & (reachable_share < q)])), column
+    assert np.isfinite(table["time_p10"]).sum() > 1000
+    assert np.isfinite(table["time_p50"]).sum() > 100
+
+    # The times of a sample of customers solve P(alive) P(buys within t) = q.
+    rng = np.random.default_rng(3)
+    for customer in rng.choice(np.flatnonzero(np.isfinite(table["time_p50"])), 20, replace=False):
+        bought = pareto_nbd_purchase_probability(model.params_, frequency[customer], T[customer], table["time_p50"].iloc[customer])
+        assert alive[customer] * bought == pytest.approx(0.5, rel=1e-8)
 
 
 def test_next_purchase_time_rejects_other_models_and_quantiles(cdnow_model):

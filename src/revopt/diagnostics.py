@@ -29,6 +29,7 @@ import pandas as pd
 
 from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, NotFittedError, check_range
 from revopt.models._fitting import require, unique_rows, validate_summary, weighted_sum
+from revopt.models.pareto_nbd import _log_hyp2f1_cf
 
 __all__ = [
     "conditional_expectations",
@@ -48,8 +49,15 @@ TOP_SHARE = 0.1
 # Models whose customers drop out only right after a purchase, so a customer alive at T buys again
 # for certain and next_purchase_time's closed form holds: the BG/NBD, and the MBG/NBD, which adds a
 # dropout chance at the first purchase. Pareto/NBD customers can drop out before their next
-# purchase, so it is not here.
+# purchase, so next_purchase_time handles them separately.
 _DROPOUT_AT_PURCHASE = frozenset({"bg_nbd", "mbg_nbd"})
+_NEXT_PURCHASE_MODELS = _DROPOUT_AT_PURCHASE | {"pareto_nbd"}
+
+# next_purchase_time inverts the Pareto/NBD purchase probability by bisection on log(t), from a
+# bracket [t, 2 t]. After 64 halvings the bracket is narrower than double precision can resolve.
+_BISECTION_STEPS = 64
+# The bracket's upper end is doubled at most this many times, which reaches any finite double.
+_MAX_DOUBLINGS = 1100
 
 
 # --- input checks -------------------------------------------------------------------------------
@@ -578,12 +586,26 @@ def next_purchase_time(model, frequency, recency, T, *, quantiles: Sequence[floa
     and the time by which the customer has bought with probability ``q`` is
     ``(alpha + T) ((1 - q / P(alive))^(-1 / (r + x)) - 1)``.
 
+    In the Pareto/NBD ([2]_) a customer alive at ``T`` may still drop out before buying again.
+    Given the history and being alive, ``lambda ~ Gamma(r + x, alpha + T)`` and
+    ``mu ~ Gamma(s, beta + T)`` independently, and the customer buys within ``t``, before dropping
+    out, with probability ``lambda / (lambda + mu) (1 - exp(-(lambda + mu) t))``. That is
+    ``int_0^t lambda exp(-(lambda + mu) u) du``, and integrating ``lambda`` and ``mu`` out first gives::
+
+        P(next purchase within t) = P(alive) int_0^t (r + x) / (alpha + T)
+                                    * (1 + u / (alpha + T))^-(r + x + 1) (1 + u / (beta + T))^-s du.
+
+    The integral to infinity, ``E[lambda / (lambda + mu)]``, is below 1, so the probability of ever
+    buying again is ``P(alive) E[lambda / (lambda + mu)]``. The integral is a Gaussian
+    hypergeometric function, evaluated as in :mod:`revopt.models.pareto_nbd`, and the times are
+    found by bisection.
+
     Parameters
     ----------
     model : purchase model
-        A fitted BG/NBD or MBG/NBD (``name`` ``"bg_nbd"`` or ``"mbg_nbd"``) with
-        ``probability_alive`` and parameters ``r`` and ``alpha``. In the MBG/NBD a customer may
-        also drop out at the first purchase, which only changes P(alive).
+        A fitted BG/NBD, MBG/NBD or Pareto/NBD (``name`` ``"bg_nbd"``, ``"mbg_nbd"`` or
+        ``"pareto_nbd"``) with ``probability_alive``. In the MBG/NBD a customer may also drop out at
+        the first purchase, which only changes P(alive).
     frequency, recency, T : array_like, shape (n,)
         The customers' summaries, in the model's time unit.
     quantiles : sequence of float, default (0.1, 0.5, 0.9)
@@ -592,17 +614,19 @@ def next_purchase_time(model, frequency, recency, T, *, quantiles: Sequence[floa
     Returns
     -------
     pandas.DataFrame
-        One row per customer, with ``probability_alive`` (the probability of ever buying again) and,
-        for each ``q``, ``time_p{100 q}`` (``time_p10``, ``time_p50``, ...): time after ``T`` by
-        which the customer has bought again with probability ``q``, in the model's time unit. It is
-        NaN where ``P(alive) <= q``, since such a customer may never buy and reaches probability
-        ``q`` at no finite time.
+        One row per customer, with ``probability_alive`` and, for each ``q``, ``time_p{100 q}``
+        (``time_p10``, ``time_p50``, ...): time after ``T`` by which the customer has bought again
+        with probability ``q``, in the model's time unit. For the BG/NBD and MBG/NBD,
+        ``probability_alive`` is also the probability of ever buying again, and a time is NaN where
+        ``P(alive) <= q``. For the Pareto/NBD a time is NaN where
+        ``P(alive) E[lambda / (lambda + mu)] <= q``. In both cases such a customer reaches
+        probability ``q`` at no finite time.
 
     Raises
     ------
     InputError
-        If the model lacks this structure (it is neither a BG/NBD nor an MBG/NBD), or a customer
-        breaks the summary invariants.
+        If the model is not a BG/NBD, MBG/NBD or Pareto/NBD, or a customer breaks the summary
+        invariants.
     ConfigError
         If a quantile is outside (0, 1) or repeated.
     NotFittedError
@@ -611,11 +635,13 @@ def next_purchase_time(model, frequency, recency, T, *, quantiles: Sequence[floa
     References
     ----------
     .. [1] Fader, Hardie and Lee (2005), Marketing Science 24(2).
+    .. [2] Schmittlein, D. C., Morrison, D. G. and Colombo, R. (1987). Counting your customers: who
+       are they and what will they do next? Management Science 33(1), 1-24.
     """
-    if getattr(model, "name", None) not in _DROPOUT_AT_PURCHASE:
+    if getattr(model, "name", None) not in _NEXT_PURCHASE_MODELS:
         raise InputError(
-            f"next_purchase_time needs a model whose customers drop out only right after a purchase "
-            f"(one of {sorted(_DROPOUT_AT_PURCHASE)}); {type(model).__name__} is not one"
+            f"next_purchase_time needs a BG/NBD, MBG/NBD or Pareto/NBD model "
+            f"(one of {sorted(_NEXT_PURCHASE_MODELS)}); {type(model).__name__} is not one"
         )
     levels = [float(check_range("quantile", q, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)) for q in quantiles]
     if len(set(levels)) < len(levels):
@@ -623,9 +649,11 @@ def next_purchase_time(model, frequency, recency, T, *, quantiles: Sequence[floa
     data = validate_summary(frequency, recency, T)
     x = data["frequency"]
     alive = np.asarray(model.probability_alive(x, data["recency"], data["T"]), dtype=float)
+    if model.name == "pareto_nbd":
+        return _pareto_nbd_next_purchase_time(model.params_, x, data["T"], alive, levels)
+
     shape = model.params_["r"] + x
     scale = model.params_["alpha"] + data["T"]
-
     table = {"probability_alive": alive}
     for q in levels:
         reachable = alive > q
@@ -634,3 +662,101 @@ def next_purchase_time(model, frequency, recency, T, *, quantiles: Sequence[floa
         time = scale * np.expm1(-log_survival / shape)
         table[f"time_p{100 * q:g}"] = np.where(reachable, time, np.nan)
     return pd.DataFrame(table)
+
+
+class _ParetoNBDWaiting:
+    """The density ``f(u) = a / A (1 + u / A)^-(a + 1) (1 + u / B)^-b`` of buying next at ``u``
+    after ``T``, before dropping out, for Pareto/NBD customers alive at ``T``, one per distinct
+    (x, T) row, with ``a = r + x``, ``A = alpha + T``, ``b = s`` and ``B = beta + T``.
+
+    Its tail ``int_t^inf f(u) du`` is, up to a factor free of ``t``, the integral of
+    ``(big + u)^-P (small + u)^-Q`` from ``t``, with ``big, small, P, Q = A, B, a + 1, b`` when
+    A >= B and ``B, A, b, a + 1`` otherwise. Euler's transformation turns that into
+    ``(big + t)^-P (small + t)^-(Q - 1) G(z) / (P + Q - 1)`` with ``z = (big - small) / (big + t)``
+    and ``G = 2F1(1, P; P + Q; z)``, the function of :func:`revopt.models.pareto_nbd._log_hyp2f1_cf`.
+    """
+
+    def __init__(self, params: Mapping[str, float], x: np.ndarray, T: np.ndarray):
+        a, A = params["r"] + x, params["alpha"] + T
+        b, B = np.full(x.shape, float(params["s"])), params["beta"] + T
+        alpha_larger = A >= B
+        self.big, self.small = np.where(alpha_larger, A, B), np.where(alpha_larger, B, A)
+        self.P, self.Q = np.where(alpha_larger, a + 1.0, b), np.where(alpha_larger, b, a + 1.0)
+        self.log_g0 = self._log_g(np.zeros(x.shape), np.arange(x.size))
+        # E[lambda / (lambda + mu)] = int_0^inf f: a B G(z_0) / (A (a + b)) when A >= B, else a G(z_0) / (a + b).
+        self.purchase_share = a / (a + b) * np.exp(self.log_g0) * np.where(alpha_larger, B / A, 1.0)
+        self.initial_density = a / A  # f(0), the maximum of f, which decreases
+
+    def _log_g(self, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        z = (self.big[rows] - self.small[rows]) / (self.big[rows] + t)
+        return _log_hyp2f1_cf(self.P[rows], self.Q[rows], z)[0]
+
+    def log_tail_ratio(self, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Return ``ln(int_t^inf f / int_0^inf f)`` at ``t`` for the given rows; NaN where G did not converge."""
+        return (
+            -self.P[rows] * np.log1p(t / self.big[rows])
+            - (self.Q[rows] - 1.0) * np.log1p(t / self.small[rows])
+            + self._log_g(t, rows)
+            - self.log_g0[rows]
+        )
+
+
+def _pareto_nbd_next_purchase_time(params, x, T, alive, levels) -> pd.DataFrame:
+    """Return next_purchase_time's table for a Pareto/NBD, computing the waiting times once per distinct (x, T)."""
+    (x_rows, T_rows), inverse = unique_rows(x, T)
+    waiting = _ParetoNBDWaiting(params, x_rows, T_rows)
+    table = {"probability_alive": alive}
+    for q in levels:
+        # Alive, the customer must buy within t with probability q / P(alive), which is `share` times
+        # E[lambda / (lambda + mu)]. So the tail ratio must fall to 1 - share, reachable when share < 1.
+        share = q / np.where(alive > 0, alive, np.nan) / waiting.purchase_share[inverse]
+        reachable = share < 1.0
+        times = np.full(x.size, np.nan)
+        # Customers with the same (x, T) and P(alive) have the same time, so each pair is solved once.
+        (rows, shares), pair_inverse = unique_rows(inverse[reachable], share[reachable])
+        if rows.size:
+            rows = rows.astype(np.intp)
+            # f is at most f(0), so the probability within t is at most f(0) t and the solution is at
+            # least the target probability divided by f(0).
+            lower = shares * waiting.purchase_share[rows] / waiting.initial_density[rows]
+            solved = _solve_tail_ratio(waiting, rows, np.log1p(-shares), lower)
+            times[reachable] = solved[pair_inverse]
+        table[f"time_p{100 * q:g}"] = times
+    return pd.DataFrame(table)
+
+
+def _solve_tail_ratio(waiting: _ParetoNBDWaiting, rows: np.ndarray, targets: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Return the ``t`` at which ``waiting.log_tail_ratio(t, rows)`` equals ``targets``, by bisection on ``log t``.
+
+    ``lower`` must lie at or below the solution. The tail ratio decreases in ``t``, so doubling the
+    upper end brackets the solution, and halving the bracket in ``log t`` finds it. Rows where the
+    hypergeometric function did not converge are NaN.
+
+    NOTE: the continued fraction behind G stops after a fixed number of steps, which covers
+    ``alpha + T`` and ``beta + T`` within a factor of about 10^6 of each other. Customers beyond that
+    get NaN times.
+    """
+    low = lower.copy()
+    high = 2.0 * low
+    failed = np.zeros(rows.size, dtype=bool)
+    above = np.ones(rows.size, dtype=bool)  # whether the tail ratio at `high` is still above the target
+    for _ in range(_MAX_DOUBLINGS):
+        open_rows = np.flatnonzero(above & ~failed)
+        if not open_rows.size:
+            break
+        values = waiting.log_tail_ratio(high[open_rows], rows[open_rows])
+        failed[open_rows] |= np.isnan(values)
+        still = values > targets[open_rows]
+        low[open_rows[still]] = high[open_rows[still]]
+        high[open_rows[still]] *= 2.0
+        above[open_rows] = still
+    failed |= above
+
+    for _ in range(_BISECTION_STEPS):
+        middle = np.sqrt(low * high)
+        values = waiting.log_tail_ratio(middle, rows)
+        failed |= np.isnan(values)
+        go_up = values > targets
+        low = np.where(go_up, middle, low)
+        high = np.where(go_up, high, middle)
+    return np.where(failed, np.nan, np.sqrt(low * high))

@@ -453,9 +453,7 @@ def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T
 
     for column in NEXT_PURCHASE_QUANTILES.values():
         predictions[column] = np.nan
-    if model.name in ("bg_nbd", "mbg_nbd"):
-        # NOTE: Pareto/NBD customers can drop out before their next purchase, so its waiting-time
-        # distribution differs and these columns stay empty for it.
+    if model.name in ("bg_nbd", "mbg_nbd", "pareto_nbd"):
         times = diagnostics.next_purchase_time(model, x, t_x, T, quantiles=tuple(NEXT_PURCHASE_QUANTILES))
         for quantile, column in NEXT_PURCHASE_QUANTILES.items():
             waits = times[f"time_p{round(quantile * 100)}"].to_numpy(float)
