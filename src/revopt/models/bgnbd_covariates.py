@@ -368,12 +368,15 @@ def _maximise(
     *,
     n_customers: float,
     max_iterations: int,
+    model: str = _MODEL,
 ) -> FitResult:
     """Maximise the log-likelihood by BFGS in the working coordinates and return a :class:`FitResult`.
 
     The same solver, tolerance, convergence rule, warnings and standard errors as
     :func:`revopt.models._fitting.fit_maximum_likelihood`, which works on the logarithms of positive
-    parameters only and so cannot hold a coefficient that may be negative.
+    parameters only and so cannot hold a coefficient that may be negative. ``likelihood`` and
+    ``working`` may belong to any covariate model (the Pareto/NBD one uses this loop too); ``model``
+    names it in errors and warnings.
     """
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -387,20 +390,20 @@ def _maximise(
 
     theta0 = working.from_params(start)
     if not np.isfinite(objective(theta0)[0]):
-        raise FitError(f"{_MODEL}: the log-likelihood is not finite at the starting values "
+        raise FitError(f"{model}: the log-likelihood is not finite at the starting values "
                        f"{dict(zip(names, start.tolist()))}; check the input for extreme values")
     result = minimize(objective, theta0, jac=True, method=SOLVER, options={"maxiter": max_iterations, "gtol": _GTOL})
     params = working.to_params(result.x)
     value = likelihood(params)[0]
     if not (np.isfinite(value) and np.all(np.isfinite(params))):
         raise FitError(
-            f"{_MODEL}: solver {SOLVER} ended at a non-finite point after {result.nit} iterations "
+            f"{model}: solver {SOLVER} ended at a non-finite point after {result.nit} iterations "
             f"(status {result.status}: {result.message}); check the covariates for extreme values or rescale them"
         )
     converged, status = _converged(result)
     if not converged:
-        warnings.warn(_convergence_warning(result, dict(zip(names, params)), _MODEL, max_iterations), stacklevel=3)
-    covariance = _covariance(_hessian(likelihood, params, working.hessian_steps(params)), _MODEL)
+        warnings.warn(_convergence_warning(result, dict(zip(names, params)), model, max_iterations), stacklevel=3)
+    covariance = _covariance(_hessian(likelihood, params, working.hessian_steps(params)), model)
     return FitResult(
         params=dict(zip(names, params.tolist())),
         standard_errors=_standard_errors(covariance, names),

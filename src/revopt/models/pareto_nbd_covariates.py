@@ -36,25 +36,17 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 from scipy.special import expit
 
-from revopt.errors import DataQualityWarning, FitError, InputError
+from revopt.errors import DataQualityWarning, InputError
 from revopt.models._fitting import (
-    _GTOL,
-    SOLVER,
-    FitResult,
     MaximumLikelihoodModel,
-    _converged,
-    _convergence_warning,
-    _covariance,
-    _standard_errors,
     compress,
     unique_rows,
     validate_summary,
     weighted_sum,
 )
-from revopt.models.bgnbd_covariates import _covariate_matrix, _hessian, _WorkingParameters, design_matrix
+from revopt.models.bgnbd_covariates import _covariate_matrix, _maximise, _WorkingParameters, design_matrix
 from revopt.models.pareto_nbd import _check_t, _expected_new, _log_expm1, _log_hyp2f1_cf, _x_terms
 
 __all__ = ["ParetoNBDCovariateModel", "design_matrix"]
@@ -232,60 +224,6 @@ class _ScaledWorkingParameters(_WorkingParameters):
         self.transform[3, dropout] = self.mean / self.scale
 
 
-def _maximise(
-    likelihood: _Likelihood,
-    working: _ScaledWorkingParameters,
-    start: np.ndarray,
-    names: tuple[str, ...],
-    *,
-    n_customers: float,
-    max_iterations: int,
-) -> FitResult:
-    """Maximise the log-likelihood by BFGS in the working coordinates and return a :class:`FitResult`.
-
-    The loop of :func:`revopt.models.bgnbd_covariates._maximise`, with this model's name in its
-    errors and warnings.
-    """
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        params = working.to_params(theta)
-        value, gradient = likelihood(params)
-        if not (np.isfinite(value) and np.all(np.isfinite(gradient))):
-            # An overflow far from the optimum during a line search: report an uphill point so the
-            # search backs off instead of stopping on NaN.
-            return np.inf, np.zeros_like(theta)
-        return -value / n_customers, -working.gradient(params, gradient) / n_customers
-
-    theta0 = working.from_params(start)
-    if not np.isfinite(objective(theta0)[0]):
-        raise FitError(f"{_MODEL}: the log-likelihood is not finite at the starting values "
-                       f"{dict(zip(names, start.tolist()))}; check the input for extreme values")
-    result = minimize(objective, theta0, jac=True, method=SOLVER, options={"maxiter": max_iterations, "gtol": _GTOL})
-    params = working.to_params(result.x)
-    value = likelihood(params)[0]
-    if not (np.isfinite(value) and np.all(np.isfinite(params))):
-        raise FitError(
-            f"{_MODEL}: solver {SOLVER} ended at a non-finite point after {result.nit} iterations "
-            f"(status {result.status}: {result.message}); check the covariates for extreme values or rescale them"
-        )
-    converged, status = _converged(result)
-    if not converged:
-        warnings.warn(_convergence_warning(result, dict(zip(names, params)), _MODEL, max_iterations), stacklevel=3)
-    covariance = _covariance(_hessian(likelihood, params, working.hessian_steps(params)), _MODEL)
-    return FitResult(
-        params=dict(zip(names, params.tolist())),
-        standard_errors=_standard_errors(covariance, names),
-        log_likelihood=float(value),
-        n_customers=float(n_customers),
-        n_distinct=int(likelihood.x.size),
-        converged=converged,
-        status=status,
-        iterations=int(result.nit),
-        function_evaluations=int(result.nfev),
-        covariance=None if covariance is None else tuple(tuple(row) for row in covariance.tolist()),
-    )
-
-
 def _checked_covariates(covariates, n: int | None, names) -> tuple[np.ndarray, tuple[str, ...]]:
     """Return :func:`revopt.models.bgnbd_covariates._covariate_matrix`, with this model named when
     there are no columns."""
@@ -444,7 +382,8 @@ class ParetoNBDCovariateModel(MaximumLikelihoodModel):
         mean_T = weighted_sum(data["T"], data["weights"]) / n_customers
         start = np.concatenate([[1.0, mean_T, 1.0, mean_T], np.zeros(2 * k)])
         param_names = PARAMS + tuple(PURCHASE_PREFIX + name for name in names) + tuple(DROPOUT_PREFIX + name for name in names)
-        result = _maximise(likelihood, working, start, param_names, n_customers=n_customers, max_iterations=self.max_iterations)
+        result = _maximise(likelihood, working, start, param_names, n_customers=n_customers,
+                           max_iterations=self.max_iterations, model=_MODEL)
 
         self.covariate_names_ = names
         self.param_names = param_names
