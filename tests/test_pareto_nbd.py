@@ -448,3 +448,81 @@ def test_docstring_examples_run():
     failures, tried = doctest.testmod(pareto_nbd)
     assert tried > 0
     assert failures == 0
+
+
+# --- discounted expected residual transactions ----------------------------------------------------
+
+WEEKLY_RATE = np.log(1.15) / 52.0  # a 15% annual rate, continuously compounded per week
+
+
+def dert_by_quadrature(model, x, t_x, T, delta) -> float:
+    """DERT as ``int_0^inf e^(-delta u) dE[X(T, T + u)]``, integrated by parts to
+    ``delta int_0^inf e^(-delta u) E[X(T, T + u)] du`` and taken by quad over v = e^(-delta u)."""
+
+    def integrand(v):
+        u = -np.log(v) / delta
+        return float(model.expected_purchases(u, [x], [t_x], [T])[0])
+
+    value, _ = integrate.quad(integrand, 0.0, 1.0, limit=400, epsabs=0.0, epsrel=1e-9)
+    return value
+
+
+@pytest.mark.parametrize("params", PARAM_SETS + [(1.3, 8.0, 2.7, 15.0)], ids=PARAM_IDS + ["s>1"])
+def test_dert_matches_quadrature(params):
+    model = fitted(params)
+    for x, t_x, T in [(0, 0.0, 39.0), (2, 30.4, 38.9), (7, 20.0, 32.0)]:
+        for delta in (WEEKLY_RATE, 0.05):
+            expected = dert_by_quadrature(model, x, t_x, T, delta)
+            ours = model.discounted_expected_residual_purchases([x], [t_x], [T], discount_rate=delta)[0]
+            assert ours == pytest.approx(expected, rel=1e-4), (x, t_x, T, delta)
+
+
+def test_dert_cdnow_fit_matches_quadrature(cdnow_model):
+    for x, t_x, T in [(0, 0.0, 38.86), (3, 25.0, 37.0), (14, 36.5, 37.4)]:
+        expected = dert_by_quadrature(cdnow_model, x, t_x, T, WEEKLY_RATE)
+        ours = cdnow_model.discounted_expected_residual_purchases([x], [t_x], [T], discount_rate=WEEKLY_RATE)[0]
+        assert ours == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("params", PARAM_SETS, ids=PARAM_IDS)
+def test_dert_heavy_buyer_finite(params):
+    model = fitted(params)
+    values = model.discounted_expected_residual_purchases([300, 300], [38.99, 20.0], [39.0, 39.0], discount_rate=WEEKLY_RATE)
+    assert np.all(np.isfinite(values))
+    assert values[0] > 0
+    assert values[0] > values[1]
+
+
+def test_dert_decreases_with_rate(cdnow_model):
+    rates = np.array([1e-4, 1e-3, WEEKLY_RATE, 0.01, 0.1, 1.0])
+    values = cdnow_model.discounted_expected_residual_purchases([0, 4, 300], [0.0, 30.0, 38.9], [39.0] * 3, discount_rate=rates[:, None])
+    assert values.shape == (rates.size, 3)
+    assert np.all(np.diff(values, axis=0) < 0)
+
+
+def test_dert_small_rate_limit_when_s_above_one():
+    model = fitted((1.3, 8.0, 2.7, 15.0))
+    x, t_x, T = [0, 5, 300], [0.0, 20.0, 38.9], [39.0] * 3
+    undiscounted = model.expected_purchases(1e12, x, t_x, T)  # the limit of E[X(T, T + t)] as t grows
+    values = model.discounted_expected_residual_purchases(x, t_x, T, discount_rate=1e-9)
+    np.testing.assert_allclose(values, undiscounted, rtol=1e-6)
+
+
+def test_dert_small_rate_growth_when_s_below_one():
+    # With s < 1 and mu ~ Gamma(s, b), E[1 / (mu + delta)] = Gamma(1 - s) b^s delta^(s - 1) - b / (1 - s)
+    # + O(delta^s) as delta -> 0.
+    r, alpha, s, beta = CDNOW_PARAMS
+    model = fitted(CDNOW_PARAMS)
+    x, t_x, T = 4, 30.0, 39.0
+    alive = model.probability_alive([x], [t_x], [T])[0]
+    delta = 1e-9
+    b = beta + T
+    expansion = np.exp(gammaln(1 - s)) * b**s * delta ** (s - 1) - b / (1 - s)
+    value = model.discounted_expected_residual_purchases([x], [t_x], [T], discount_rate=delta)[0]
+    assert value == pytest.approx(alive * (r + x) / (alpha + T) * expansion, rel=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.01, np.inf, np.nan])
+def test_dert_rejects_invalid_rate(cdnow_model, rate):
+    with pytest.raises(ConfigError):
+        cdnow_model.discounted_expected_residual_purchases([1], [5.0], [39.0], discount_rate=rate)

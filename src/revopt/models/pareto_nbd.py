@@ -45,7 +45,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.special import betaln, digamma, expit, exprel, gammaln, logsumexp, xlogy
+from scipy.special import betaln, digamma, expit, exprel, gammaln, hyperu, logsumexp, xlogy
 
 from revopt.errors import ConfigError, DataQualityWarning
 from revopt.models._fitting import (
@@ -413,6 +413,32 @@ def _probability_of_n(params, t: np.ndarray, n: int) -> np.ndarray:
     return alive + dropped
 
 
+# The upward recurrence of _discounted_lifetime_integral is used for z up to this value. Its rounding
+# error grows by at most about e^z, and scipy's hyperu returns inf or NaN there when s is large.
+_RECURRENCE_MAX_Z = 10.0
+
+
+def _discounted_lifetime_integral(s: float, z: np.ndarray) -> np.ndarray:
+    """Return ``J(s, z) = int_0^inf e^(-z u) (1 + u)^-s du = U(1, 2 - s, z)`` for z > 0.
+
+    ``U`` is Tricomi's confluent hypergeometric function. For s above 1.5 and z up to
+    ``_RECURRENCE_MAX_Z``, scipy's ``hyperu`` returns inf or NaN or loses digits, so J is taken from
+    s0 in (0.5, 1.5] upward by ``J(s + 1, z) = (1 - z J(s, z)) / s`` (integration by parts).
+    """
+    value = hyperu(1.0, 2.0 - s, z)
+    steps = max(int(np.ceil(s - 1.5)), 0)
+    if steps:
+        near = z <= _RECURRENCE_MAX_Z
+        s0 = s - steps
+        # NOTE: near z = 10 with s0 close to 1, scipy 1.x hyperu itself is off by up to about 1e-5
+        # relative (measured against quadrature).
+        recurred = hyperu(1.0, 2.0 - s0, z[near])
+        for k in range(steps):
+            recurred = (1.0 - z[near] * recurred) / (s0 + k)
+        value[near] = recurred
+    return value
+
+
 def _check_t(t) -> np.ndarray:
     t = np.asarray(t, dtype=float)
     bad = ~(np.isfinite(t) & (t >= 0))
@@ -637,6 +663,69 @@ class ParetoNBDModel(MaximumLikelihoodModel):
         expected = alive * _expected_new(t, r + x, alpha + big_t, s, beta + big_t)
         _warn_if_unconverged(alive, "the expected number of purchases", params)
         return expected
+
+    def discounted_expected_residual_purchases(self, frequency, recency, T, *, discount_rate) -> np.ndarray:
+        """Return the discounted expected residual transactions (DERT) of each customer after T.
+
+        DERT is ``int_0^inf e^(-delta u) dE[X(T, T + u)]``, the present value at T of all future
+        purchases, with ``delta = discount_rate``. Fader, Hardie and Lee ([1]_, eq. 2) give
+
+            DERT = alpha^r beta^s delta^(s - 1) Gamma(r + x + 1) U(s, s; delta (beta + T))
+                   / (Gamma(r) (alpha + T)^(r + x + 1) L),
+
+        with ``L`` the likelihood of the history and ``U`` Tricomi's confluent hypergeometric
+        function. This method evaluates the same quantity in the factored form
+
+            DERT = P(alive) (r + x) / (alpha + T) (beta + T) U(1, 2 - s; delta (beta + T)),
+
+        which follows from ``E[lambda | alive] = (r + x) / (alpha + T)``, ``mu | alive ~ Gamma(s,
+        beta + T)``, ``E[1 / (mu + delta)] = b U(1, 2 - s; delta b)`` for ``b = beta + T``, and
+        Kummer's transformation ``U(s, s; z) = z^(1 - s) U(1, 2 - s; z)``. P(alive) comes from the
+        likelihood code in logs, and the other factors stay moderate, so the result is finite for
+        customers with hundreds of purchases. As delta tends to 0 the value tends to
+        ``P(alive) (r + x) (beta + T) / ((alpha + T)(s - 1))`` when s > 1, and grows without bound
+        like ``delta^(s - 1)`` when s < 1.
+
+        Parameters
+        ----------
+        frequency, recency, T : array_like, shape (n,)
+            As in :meth:`fit`.
+        discount_rate : float or array_like
+            Continuously compounded discount rate ``delta`` per time unit of the data; positive. An
+            annual rate ``d`` becomes ``ln(1 + d) / 52`` per week, for example, and that conversion
+            is the caller's. Broadcast against the customers, so ``discount_rate[:, None]`` gives
+            one row per rate.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape of ``discount_rate`` broadcast against (n,); expected purchases, unit-free.
+
+        Raises
+        ------
+        ConfigError
+            If ``discount_rate`` is not positive and finite.
+        NotFittedError
+            If the model is not fitted.
+
+        References
+        ----------
+        .. [1] Fader, P. S., Hardie, B. G. S. and Lee, K. L. (2005). RFM and CLV: using iso-value
+           curves for customer base analysis. Journal of Marketing Research 42(4), 415-430.
+        """
+        delta = np.asarray(discount_rate, dtype=float)
+        bad = ~(np.isfinite(delta) & (delta > 0))
+        if np.any(bad):
+            raise ConfigError(f"discount_rate must be in (0, inf); got {delta[bad][:5].tolist()}")
+        params, data, _, alive = self._customer_terms(frequency, recency, T)
+        r, alpha, s, beta = params
+        x, big_t = data["frequency"], data["T"]
+        lifetime_scale = beta + big_t
+        z = np.broadcast_to(delta * lifetime_scale, np.broadcast_shapes(delta.shape, x.shape))
+        integral = _discounted_lifetime_integral(s, z.ravel()).reshape(z.shape)
+        values = alive * (r + x) / (alpha + big_t) * lifetime_scale * integral
+        _warn_if_unconverged(values, "the discounted expected residual transactions", params)
+        return values
 
     def expected_purchases_new_customer(self, t) -> np.ndarray:
         """Return the expected purchases in (0, t] of a customer just acquired, E[X(t)].
