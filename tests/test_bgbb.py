@@ -174,6 +174,53 @@ def test_conditional_expectation_matches_direct_sum(gamma):
             assert ours == pytest.approx(expected, rel=1e-10), (n_star, x, t_x, n)
 
 
+def discounted_transactions_by_direct_sum(params, x, t_x, n, discount_rate) -> float:
+    """DERT of one history as sum_k P(transaction at n + k | history) / (1 + d)**k, with betaln.
+
+    Each term is at most 1 / (1 + d) times the one before, so the tail after term K is at most
+    term_K / d. The sum stops once that bound is below 1e-12 times the partial sum.
+    """
+    alpha, beta, gamma, delta = params
+    transaction = betaln(alpha + x + 1, beta + n - x) - betaln(alpha, beta) - np.log(direct_likelihood(params, x, t_x, n))
+    terms = []
+    k = 0
+    while True:
+        block = np.arange(k + 1, k + 1001)
+        log_terms = transaction + betaln(gamma, delta + n + block) - betaln(gamma, delta) - block * np.log1p(discount_rate)
+        terms.extend(np.exp(log_terms))
+        k += block.size
+        if terms[-1] / discount_rate < 1e-12 * fsum(terms):
+            return fsum(terms)
+
+
+@pytest.mark.parametrize("gamma", [0.657, 1.0, 2.5], ids=["donations", "gamma=1", "gamma>1"])
+@pytest.mark.parametrize("discount_rate", [0.5, 0.1, 0.01])
+def test_discounted_residual_matches_direct_sum(gamma, discount_rate):
+    params = (1.2, 0.75, gamma, 2.8)
+    histories = [(0, 0, 6), (1, 1, 6), (4, 6, 6), (6, 6, 6), (30, 90, 100)]
+    x, t_x, n = (np.array(column, dtype=float) for column in zip(*histories))
+    ours = fitted_bgbb(*params).discounted_expected_residual_purchases(x, t_x, n, discount_rate=discount_rate)
+    for row, history in enumerate(histories):
+        expected = discounted_transactions_by_direct_sum(params, *history, discount_rate)
+        assert ours[row] == pytest.approx(expected, rel=1e-8), history
+
+
+def test_discounted_residual_matches_expected_purchase_increments(donations, donations_model):
+    # expected_purchases(k) - expected_purchases(k - 1) is P(transaction at n + k | history).
+    x, t_x, n, _ = donations
+    discount_rate = 0.1
+    horizons = np.arange(0, 401)
+    cumulative = donations_model.expected_purchases(horizons[:, None], x, t_x, n)
+    per_opportunity = np.diff(cumulative, axis=0)
+    discount = (1.0 + discount_rate) ** -horizons[1:, None]
+    tail_bound = per_opportunity[-1] / discount_rate * discount[-1]
+    expected = np.sum(per_opportunity * discount, axis=0)
+    assert np.all(tail_bound < 1e-12 * expected)
+
+    ours = donations_model.discounted_expected_residual_purchases(x, t_x, n, discount_rate=discount_rate)
+    np.testing.assert_allclose(ours, expected, rtol=1e-8)
+
+
 @pytest.mark.parametrize("gamma", [0.657, 1.0, 2.5], ids=["donations", "gamma=1", "gamma>1"])
 def test_new_customer_expectation_is_mean_of_distribution(gamma):
     model = fitted_bgbb(1.2, 0.75, gamma, 2.8)
@@ -269,6 +316,28 @@ def test_extreme_histories_give_finite_results():
     assert alive[3] < 1e-6  # 300 transactions in a row, then 600 opportunities without one
 
 
+def test_discounted_residual_decreases_with_discount_rate(donations, donations_model):
+    x, t_x, n, _ = donations
+    rates = [1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0]
+    values = np.array([donations_model.discounted_expected_residual_purchases(x, t_x, n, discount_rate=rate) for rate in rates])
+    assert np.all(values > 0)
+    assert np.all(np.diff(values, axis=0) < 0)
+
+
+def test_discounted_residual_is_finite_for_long_histories():
+    model = fitted_bgbb(1.2, 0.75, 0.66, 2.8)
+    x, t_x, n = [450.0, 450.0, 0.0, 300.0], [500.0, 460.0, 0.0, 300.0], [500.0, 500.0, 1000.0, 900.0]
+    for discount_rate in (1e-3, 0.1):
+        values = model.discounted_expected_residual_purchases(x, t_x, n, discount_rate=discount_rate)
+        assert np.all(np.isfinite(values)), discount_rate
+        assert np.all(values >= 0), discount_rate
+        # P(transaction at n + 1) / (1 + d) is the first term of the sum.
+        first_term = model.expected_purchases(1, x, t_x, n) / (1.0 + discount_rate)
+        assert np.all(values >= first_term), discount_rate
+    # Transacted at 450 of 500 opportunities, including the last: about 0.9 per opportunity while alive.
+    assert model.discounted_expected_residual_purchases([450.0], [500.0], [500.0], discount_rate=0.1)[0] > 5.0
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -280,9 +349,10 @@ def test_extreme_histories_give_finite_results():
         lambda m: m.expected_purchases_new_customer(1),
         lambda m: m.probability_of_n_purchases(2, 1),
         lambda m: m.log_likelihood([1], [1], [2]),
+        lambda m: m.discounted_expected_residual_purchases([1], [1], [2], discount_rate=0.1),
         lambda m: m.to_dict(),
     ],
-    ids=["probability_alive", "expected_purchases", "new_customer", "distribution", "log_likelihood", "to_dict"],
+    ids=["probability_alive", "expected_purchases", "new_customer", "distribution", "log_likelihood", "discounted", "to_dict"],
 )
 def test_before_fit_raises(call):
     with pytest.raises(NotFittedError, match=r"BetaGeoBetaBinomialModel is not fitted yet; call fit\(frequency, recency, periods\) first"):
@@ -313,8 +383,12 @@ def test_rejects_broken_summaries(frequency, recency, periods, match):
         (lambda m: m.expected_purchases(2.5, [1], [1], [2]), r"n_star must be whole numbers >= 0 \(transaction opportunities\); got \[2\.5\]"),
         (lambda m: m.expected_purchases_new_customer(-1), r"n must be whole numbers >= 0 .*got \[-1\.0\]"),
         (lambda m: m.probability_of_n_purchases(3, [2, 4]), r"x must be at most n .*got x = \[4\.0\] for n = \[3\.0\]"),
+        (lambda m: m.discounted_expected_residual_purchases([1], [1], [2], discount_rate=0.0), r"discount_rate must be a finite number >= 1e-06 .*got 0\.0"),
+        (lambda m: m.discounted_expected_residual_purchases([1], [1], [2], discount_rate=-0.1), r"discount_rate must be .*got -0\.1"),
+        (lambda m: m.discounted_expected_residual_purchases([1], [1], [2], discount_rate=float("nan")), r"discount_rate must be .*got nan"),
+        (lambda m: m.discounted_expected_residual_purchases([1], [1], [2], discount_rate=1e-7), r"discount_rate must be .*got 1e-07\. Pass the rate per opportunity"),
     ],
-    ids=["fractional-horizon", "negative-n", "x>n"],
+    ids=["fractional-horizon", "negative-n", "x>n", "zero-discount", "negative-discount", "nan-discount", "tiny-discount"],
 )
 def test_rejects_bad_arguments(call, match):
     with pytest.raises(ConfigError, match=match):

@@ -278,6 +278,48 @@ def _alive_opportunities(n, n_star, gamma: float, delta: float) -> np.ndarray:
     return delta * np.exp(log_h_n) * np.where(by_quadrature, near, far)
 
 
+# Terms summed per step of _discounted_alive_series, and its stopping rule: the bound on the
+# remaining tail, relative to the partial sum.
+_SERIES_BLOCK = 4096
+_SERIES_TOLERANCE = 1e-17
+# The series needs about ln(1 / _SERIES_TOLERANCE) / d terms, so smaller discount rates are rejected.
+_MIN_DISCOUNT_RATE = 1e-6
+
+
+def _discounted_alive_series(n, discount_rate: float, gamma: float, delta: float) -> np.ndarray:
+    """Return ``2F1(1, delta + n + 1; gamma + delta + n + 1; 1 / (1 + d))`` for each n, by direct summation.
+
+    Term j of the series is ``z**j prod_{i < j} (b + i) / (c + i)`` with ``b = delta + n + 1``,
+    ``c = b + gamma`` and ``z = 1 / (1 + d)``. All terms are positive, and each is at most z times
+    the one before, so the tail after term J is at most ``term_J * z / (1 - z) = term_J / d``.
+    Summation stops once that bound is below ``_SERIES_TOLERANCE`` times the partial sum. The
+    terms are built in logs, so they stay finite for any n. scipy.special.hyp2f1 is not used
+    because scipy 1.17.1 returned NaN for n = 1000 at d from 0.1 to 1e-4 and gamma from 0.657 to 2.5.
+    """
+    unique_n, inverse = np.unique(np.asarray(n, dtype=float), return_inverse=True)
+    c = gamma + delta + unique_n + 1.0
+    log_z = -np.log1p(discount_rate)
+    log_term = np.zeros(unique_n.size)  # log of the first term of the next block
+    total = np.zeros(unique_n.size)
+    steps = np.arange(_SERIES_BLOCK)
+    start = 0
+    active = np.ones(unique_n.size, dtype=bool)
+    while np.any(active):
+        # log[(b + i) / (c + i)] = log1p(-gamma / (c + i)), summed cumulatively within the block.
+        log_ratios = np.log1p(-gamma / (c[active, None] + start + steps)) + log_z
+        log_terms = np.empty_like(log_ratios)
+        log_terms[:, 0] = 0.0
+        np.cumsum(log_ratios[:, :-1], axis=1, out=log_terms[:, 1:])
+        log_terms += log_term[active, None]
+        total[active] += np.sum(np.exp(log_terms), axis=1)
+        last_term = np.exp(log_terms[:, -1])
+        log_term[active] = log_terms[:, -1] + log_ratios[:, -1]
+        indices = np.flatnonzero(active)
+        active[indices[last_term / discount_rate <= _SERIES_TOLERANCE * total[indices]]] = False
+        start += _SERIES_BLOCK
+    return total[inverse].reshape(np.shape(n))
+
+
 class BetaGeoBetaBinomialModel(MaximumLikelihoodModel):
     """BG/BB model fitted by maximum likelihood on compressed (frequency, recency, periods) rows.
 
@@ -464,6 +506,62 @@ class BetaGeoBetaBinomialModel(MaximumLikelihoodModel):
         log_l, _, x, n = self._row_terms(frequency, recency, periods)
         log_transaction = _log_beta_ratio(alpha, beta, x + 1.0, n - x)
         return np.exp(log_transaction - log_l) * _alive_opportunities(n, n_star, gamma, delta)
+
+    def discounted_expected_residual_purchases(self, frequency, recency, periods, *, discount_rate: float) -> np.ndarray:
+        """Return the discounted expected residual transactions (DERT) of each customer ([1]_).
+
+        DERT is the expected number of transactions at opportunities n + 1, n + 2, ... with the one
+        at n + k discounted by ``(1 + d)**-k``. Summing ``P(transaction at n + k | x, t_x, n)``,
+        which is ``B(alpha + x + 1, beta + n - x) / B(alpha, beta) * B(gamma, delta + n + k)
+        / B(gamma, delta) / L``, gives the closed form of [1]_::
+
+            DERT = B(alpha + x + 1, beta + n - x) / B(alpha, beta)
+                   * B(gamma, delta + n + 1) / (B(gamma, delta) (1 + d))
+                   * 2F1(1, delta + n + 1; gamma + delta + n + 1; 1 / (1 + d)) / L
+
+        with ``L`` the likelihood of the history. The Beta function ratios are computed in logs,
+        and the hypergeometric series is summed directly (see :func:`_discounted_alive_series`).
+        Multiply by the value of a transaction to get the residual value of a customer.
+
+        Parameters
+        ----------
+        frequency, recency, periods : array_like, shape (n,)
+            As in :meth:`fit`.
+        discount_rate : float
+            Discount rate per transaction opportunity, ``d``, at least 1e-6 (for yearly
+            opportunities and a 10% yearly rate, 0.1).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+
+        Raises
+        ------
+        ConfigError
+            If ``discount_rate`` is not a finite number >= 1e-6. Without discounting the sum
+            diverges when gamma <= 1.
+
+        Notes
+        -----
+        The series needs about ``40 / d`` terms for each distinct value of ``periods``, so the
+        run time grows as the discount rate shrinks (about 4 million terms at d = 1e-5).
+
+        References
+        ----------
+        .. [1] Fader, Hardie and Shang (2010), Marketing Science 29(6), the expression for DERT.
+        """
+        discount_rate = float(discount_rate)
+        if not (np.isfinite(discount_rate) and discount_rate >= _MIN_DISCOUNT_RATE):
+            raise ConfigError(
+                f"discount_rate must be a finite number >= {_MIN_DISCOUNT_RATE:g} per transaction opportunity; got {discount_rate!r}. "
+                "Pass the rate per opportunity, for example 0.1 for yearly opportunities and a 10% yearly rate"
+            )
+        alpha, beta, gamma, delta = self._params()
+        log_l, _, x, n = self._row_terms(frequency, recency, periods)
+        log_transaction = _log_beta_ratio(alpha, beta, x + 1.0, n - x)
+        log_alive = _log_beta_ratio(gamma, delta, 0.0, n + 1.0) - np.log1p(discount_rate)
+        series = _discounted_alive_series(n, discount_rate, gamma, delta)
+        return np.exp(log_transaction + log_alive - log_l) * series
 
     def expected_purchases_new_customer(self, n) -> np.ndarray:
         """Return the expected transactions of a new customer in the first n opportunities, E[X(n)] ([1]_).
