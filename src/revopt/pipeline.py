@@ -293,7 +293,7 @@ def _fit_and_score(purchases, lines, settings: AnalysisSettings, language: str, 
             purchases, lines, purchase_model, gamma_gamma, observation_end=observation_end, settings=settings
         )
         _check_finite(customers, purchase_model, gamma_gamma)
-        _warn_no_dropout(customers, purchase_model)
+        _warn_no_dropout(customers, selection.chosen)
         customers = _add_segments(customers, observation_end, language)
     model = _model_json(selection, gamma_gamma, settings, calibration_end, observation_end, spend_excluded)
     model["rfm_edges"] = customers.attrs.pop("rfm_edges")
@@ -471,11 +471,11 @@ NO_DROPOUT_SHARE = 0.99
 NO_DROPOUT_ALIVE = 0.99
 
 
-def _warn_no_dropout(customers: pd.DataFrame, purchase_model) -> None:
-    """Warn when the purchase model considers nearly every customer alive, whatever their history."""
+def _warn_no_dropout(customers: pd.DataFrame, model_option: str) -> None:
+    """Warn when the purchase model (named as its --model option) considers nearly every customer alive."""
     share = float((customers.probability_alive > NO_DROPOUT_ALIVE).mean())
     if share >= NO_DROPOUT_SHARE:
-        warnings.warn(DataQualityWarning(message_id="warnings.no_dropout", model=purchase_model.name,
+        warnings.warn(DataQualityWarning(message_id="warnings.no_dropout", model=model_option,
                                          share=f"{share:.1%}", threshold=f"{NO_DROPOUT_ALIVE:.0%}"), stacklevel=2)
 
 
