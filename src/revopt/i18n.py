@@ -1,6 +1,6 @@
 """The message catalog: every text an operator reads, in Simplified Chinese and English.
 
-The catalog is the union of the TOML files in ``revopt/locale``. Each file holds tables whose
+The catalog is the union of the TOML files in ``revopt/locale``. Each file contains tables whose
 leaves are ``{en = "...", "zh-CN" = "..."}``; a message id is the dotted path to such a leaf, for
 example ``cli.analyze.done``. Messages are ``str.format`` templates with named fields.
 """

@@ -428,8 +428,8 @@ def _add_uncertainty(predictions: pd.DataFrame, model, horizon: float, x, t_x, T
 
     The interval for expected purchases comes from draws of the purchase model's parameters. The
     CLV interval scales discounted purchases by the same ratio as the interval of expected
-    purchases over the horizon, an approximation that keeps one model evaluation per draw; it also
-    leaves out the spend model's uncertainty. Where the covariance is undefined the bounds are NaN.
+    purchases over the horizon. That is an approximation, which keeps one model evaluation per
+    draw, and it leaves out the spend model's uncertainty. Where the covariance is undefined the bounds are NaN.
     """
     point = predictions["expected_purchases"].to_numpy(float)
     try:

@@ -2,7 +2,7 @@
 
 ``auto`` fits BG/NBD, MBG/NBD and Pareto/NBD on the same compressed calibration statistics. With a
 holdout period the model with the lowest per-customer mean absolute error of holdout purchases
-wins, since that is the error an operator's forecast makes; without one, the lowest BIC wins.
+wins, since that is the error an operator's forecast makes. Without one, the lowest BIC wins.
 A model whose fit fails is listed with the reason and left out of the choice.
 """
 
@@ -35,7 +35,7 @@ PURCHASE_MODELS = {
 MODEL_CHOICES = (*PURCHASE_MODELS, "auto")
 # Models whose score lies within this relative distance of the best are tied, and a tie goes to
 # the earliest model in PURCHASE_MODELS: the simplest, fastest, and the one with the most outputs
-# (intervals and next purchase dates). Differences this small are noise, not evidence; on a base
+# (intervals and next purchase dates). Differences this small are noise, not evidence. On a base
 # where every model fits away its dropout (Online Retail) the three differ in the ninth digit.
 TIE_TOLERANCE = 0.01
 # Without a holdout: a BIC difference below 2 is "not worth more than a bare mention" (Kass and
@@ -156,7 +156,7 @@ def choose(
 
 
 def comparison_records(selection: PurchaseModelChoice) -> list[dict]:
-    """The comparison table as JSON-ready rows (NaN becomes None), failed fits included."""
+    """Return the comparison table as JSON-ready rows (NaN becomes None), failed fits included."""
     rows = []
     for record in selection.comparison.to_dict(orient="records"):
         rows.append({key: (None if isinstance(value, float) and not math.isfinite(value) else value)

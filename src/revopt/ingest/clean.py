@@ -12,7 +12,7 @@ The rules, applied in this order to every row:
    cancellation invoice), is a return line: it is netted against revenue but is not a purchase.
 5. Rows without a customer id count in revenue KPIs but not in customer models.
 
-A purchase is one customer on one business day with at least one non-return line; its amount is
+A purchase is one customer on one business day with at least one non-return line. Its amount is
 the day's net spend, so returns booked the same day reduce it.
 """
 

@@ -144,7 +144,7 @@ def _sniff_delimiter(lines: list[str], path: Path) -> str:
 
 
 def _looks_like_header(first: list[str], second: list[str] | None) -> bool:
-    """A first row is a header if one cell is a known column name, or if it has no number but the next row does."""
+    """Return True if the first row is a header: a cell is a known column name, or only the next row has numbers."""
     if any(normalise_header(cell) in _KNOWN_HEADERS for cell in first):
         return True
     first_numeric = any(_NUMBER_PATTERN.match(cell.strip()) for cell in first)

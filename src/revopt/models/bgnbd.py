@@ -48,8 +48,8 @@ PARAMS = ("r", "alpha", "a", "b")
 _NEAR_SINGULAR = 1e-5
 
 
-# Up to this many purchases the Beta-function ratio is summed term by term; beyond it the
-# gammaln difference is used, which is exact enough once x is large relative to rounding.
+# Up to this many purchases the Beta-function ratio is summed term by term. Beyond it the
+# gammaln difference is used, so the cost stays bounded for extreme counts.
 _MAX_SUMMED_PURCHASES = 10_000
 
 

@@ -72,8 +72,8 @@ AT_RISK_ROWS = 20
 # Money is shown with two decimals, so a revenue at risk below 0.005 would show as 0.00. Such
 # customers are left out, and a model that considers everyone active gives an empty table.
 _MIN_AT_RISK = 0.005
-# Only customers the model thinks more likely gone than active are listed as at risk, so a fit in
-# which nearly everyone is active (a dropout rate near 0) lists nobody rather than active buyers.
+# Only customers the model thinks more likely gone than active are listed as at risk. A fit in which
+# nearly everyone is active (a dropout rate near 0) then gives an empty table, not a list of active buyers.
 AT_RISK_MAX_ALIVE = 0.5
 # Customer shares, in percent, for the concentration table.
 TOP_PERCENTS = (1, 5, 10, 20)
@@ -915,7 +915,7 @@ def _model(data: ReportData, formats: _Formats) -> dict[str, Any]:
 
 
 def _model_choice(data: ReportData, formats: _Formats) -> dict[str, Any]:
-    """The purchase-model comparison, why one was chosen, and holdout purchases by calibration frequency."""
+    """Build the purchase-model comparison, the reason for the choice, and holdout purchases by frequency."""
     selection = data.model.get("selection") or {}
     reason = selection.get("reason_zh" if data.language == "zh-CN" else "reason")
     comparison = []
