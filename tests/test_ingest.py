@@ -288,3 +288,34 @@ def test_folder_skips_revopt_outputs(tmp_path):
     tables, staged, _ = load(tmp_path, tmp_path)
 
     assert [file.path.name for file in staged] == ["orders.csv"]
+
+
+def test_profile_and_product_fields_recognised(tmp_path):
+    rows = [
+        ["订单编号", "买家会员名", "收货人姓名", "性别", "下单时间", "商品ID", "类目", "数量", "单价", "优惠金额", "实付金额"],
+        ["B001", "tb_1", "王伟", "男", "2024-06-18 20:15:00", "0042", "美妆", "2", "89.00", "10", "168.00"],
+        ["B002", "tb_2", "", "", "2024-06-19 09:00:00", "0043", "", "1", "15", "", "15"],
+    ]
+    tables, _, mapping = load(write_csv(tmp_path / "orders.csv", rows, "gbk"), tmp_path)
+    lines = tables.lines.order_by("order_id").to_pandas()
+
+    assert {"category", "discount", "customer_name", "gender", "unit_price"} <= set(mapping.columns)
+    assert lines.customer_name.tolist()[0] == "王伟" and pd.isna(lines.customer_name.iloc[1])
+    assert lines.gender.tolist()[0] == "男" and pd.isna(lines.gender.iloc[1])
+    assert lines.category.tolist()[0] == "美妆" and pd.isna(lines.category.iloc[1])
+    assert lines.unit_price.tolist() == [89.0, 15.0]
+    assert lines.discount.iloc[0] == 10.0 and pd.isna(lines.discount.iloc[1])
+    assert lines.product_id.tolist() == ["0042", "0043"]
+
+
+def test_baskets_without_amounts_load_only_when_allowed(tmp_path):
+    path = dataset("groceries", "groceries_member_date_item.csv")
+    with pytest.raises(ColumnMappingError, match="amount"):
+        load(path, tmp_path)
+
+    tables, _, _ = load(path, tmp_path, require_amount=False)
+    counts = tables.lines.aggregate(n=tables.lines.count(), amounts=tables.lines.amount.count()).to_pandas().iloc[0]
+    # SOURCE.md: 38,765 rows, no order id, so the 759 repeated member-day-item rows stay as lines.
+    assert counts.n == 38_765
+    assert counts.amounts == 0
+    assert tables.rejected.count().to_pyarrow().as_py() == 0

@@ -42,6 +42,7 @@ def load_orders(
     tz: str | None = None,
     duplicates: str = "auto",
     max_invalid_share: float = 0.01,
+    require_amount: bool = True,
 ) -> tuple[CleanTables, list[StagedFile], ColumnMapping]:
     """Read ``orders`` into clean Ibis tables in ``con`` (a DuckDB connection).
 
@@ -65,6 +66,8 @@ def load_orders(
         Exact duplicate rows: "auto" drops them when rows carry an order id.
     max_invalid_share : float
         Largest share of dates or amounts that may fail to parse (those rows are rejected); above it the run stops.
+    require_amount : bool
+        False accepts files without an amount (baskets for recommendations); their amounts are null.
 
     Returns
     -------
@@ -78,7 +81,7 @@ def load_orders(
     mappings: list[ColumnMapping] = []
     for index, path in enumerate(files):
         file = stage_file(con, path, f"staged_{index}", staging_dir)
-        mapping = resolve_columns(file.headers, overrides, source=str(path))
+        mapping = resolve_columns(file.headers, overrides, source=str(path), require_amount=require_amount)
         if mappings and set(mapping.columns) != set(mappings[0].columns):
             raise ColumnMappingError(message_id="errors.files_differ", path=path, fields=", ".join(sorted(mapping.columns)),
                                      first_path=files[0], first_fields=", ".join(sorted(mappings[0].columns)))

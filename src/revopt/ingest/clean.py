@@ -40,7 +40,7 @@ CANCELLED_STATUSES = frozenset({
 })
 DUPLICATE_MODES = ("auto", "drop", "keep")
 RAW_FIELDS = ("customer_id", "order_id", "date", "amount", "quantity", "unit_price", "status", "product_id",
-              "product_name")
+              "product_name", "category", "discount", "customer_name", "gender")
 
 
 @dataclass
@@ -123,7 +123,11 @@ def clean_orders(
         raise ConfigError(message_id="errors.offset_needs_tz", source=source, column=column_labels["date"],
                           example=repr(example))
     timestamp = parse_timestamp(raw.raw_date.strip(), family, tz=tz, date_format=date_format)
-    if amount_from_lines:
+    if "amount" not in column_labels and "unit_price" not in column_labels:
+        # Baskets without money (Groceries): amounts stay null and no row is rejected for them.
+        amount = ibis.null("float64")
+        amount_empty = ibis.literal(False)
+    elif amount_from_lines:
         amount = parse_number(raw.raw_quantity) * parse_number(raw.raw_unit_price)
         amount_empty = raw.raw_quantity.isnull() | raw.raw_unit_price.isnull()
     else:
@@ -149,6 +153,12 @@ def clean_orders(
         is_cancelled=status.isin(list(CANCELLED_STATUSES)).fill_null(False),
         date_empty=date_empty,
         amount_empty=amount_empty,
+        amount_parsed=ibis.literal("amount" in column_labels or "unit_price" in column_labels),
+        unit_price=parse_number(raw.raw_unit_price),
+        category=_text_or_null(raw.raw_category),
+        discount=parse_number(raw.raw_discount),
+        customer_name=_text_or_null(raw.raw_customer_name),
+        gender=_text_or_null(raw.raw_gender),
     )
     reason = ibis.cases(
         (parsed.is_duplicate, "duplicate"),
@@ -156,7 +166,7 @@ def clean_orders(
         (parsed.date_empty, "missing_date"),
         (parsed.order_time.isnull(), "invalid_date"),
         (parsed.amount_empty, "missing_amount"),
-        (parsed.amount.isnull(), "invalid_amount"),
+        (parsed.amount.isnull() & parsed.amount_parsed, "invalid_amount"),
         else_=ibis.null("string"),
     )
     parsed = parsed.mutate(reason=reason)
@@ -184,8 +194,9 @@ def clean_orders(
     ).fill_null(False)
     lines = kept.select(
         "source_file", "source_row", "customer_id", "order_id", "order_time",
-        order_date=kept.order_time.date(), amount=kept.amount, quantity=kept.quantity,
-        product_id=kept.product_id, product_name=kept.product_name, status=kept.status, is_return=is_return,
+        order_date=kept.order_time.date(), amount=kept.amount, quantity=kept.quantity, unit_price=kept.unit_price,
+        product_id=kept.product_id, product_name=kept.product_name, category=kept.category, discount=kept.discount,
+        customer_name=kept.customer_name, gender=kept.gender, status=kept.status, is_return=is_return,
     )
     lines = con.create_table(f"{table_prefix}lines", lines, overwrite=True)
     rejected = parsed.filter(parsed.reason.notnull()).select(
@@ -200,6 +211,12 @@ def clean_orders(
     stats.pop("identical_rows", None)
     return CleanTables(lines=lines, purchases=purchases, rejected=rejected, stats=stats,
                        date_family=family.name if family else date_format)
+
+
+def _text_or_null(column: ibis.StringValue) -> ibis.StringValue:
+    """Trimmed text, with empty cells as null."""
+    trimmed = column.strip()
+    return ibis.ifelse(trimmed == "", ibis.null("string"), trimmed)
 
 
 def daily_purchases(lines: ibis.Table) -> ibis.Table:
@@ -222,7 +239,7 @@ def _count(parsed: ibis.Table) -> dict:
         # Counted over all rows, whatever other reason a row has, so that bad / total share one base.
         bad_dates=(~parsed.date_empty & parsed.order_time.isnull()).sum(),
         non_empty_dates=(~parsed.date_empty).sum(),
-        bad_amounts=(~parsed.amount_empty & parsed.amount.isnull()).sum(),
+        bad_amounts=(~parsed.amount_empty & parsed.amount.isnull() & parsed.amount_parsed).sum(),
         non_empty_amounts=(~parsed.amount_empty).sum(),
         rows_rejected=parsed.reason.notnull().sum(),
     ).to_pandas().iloc[0]

@@ -45,6 +45,13 @@ _SYNONYMS: dict[str, tuple[tuple[str, ...], ...]] = {
     "product_name": (
         ("productname", "description", "itemname", "itemdescription", "商品名称", "宝贝标题", "商品标题"),
     ),
+    "category": (("category", "productcategory", "categoryname", "类目", "商品类目", "品类", "商品分类", "分类",
+                  "一级类目"),),
+    "discount": (("discount", "discountamount", "couponamount", "couponvalue", "优惠金额", "折扣金额", "优惠",
+                  "优惠券金额", "店铺优惠", "平台优惠"),),
+    "customer_name": (("customername", "buyername", "recipientname", "收货人姓名", "收货人", "客户姓名", "买家姓名",
+                       "姓名"),),
+    "gender": (("gender", "sex", "性别"),),
 }
 FIELDS = tuple(_SYNONYMS)
 REQUIRED_FIELDS = ("customer_id", "date")
@@ -110,12 +117,14 @@ def _resolve_explicit(headers: list[str], overrides: dict[str, str], source: str
     return columns
 
 
-def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None, *, source: str) -> ColumnMapping:
+def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None, *, source: str,
+                    require_amount: bool = True) -> ColumnMapping:
     """Map the fields revopt uses to columns of ``headers``.
 
     ``overrides`` (from :func:`parse_map_options`) win; the remaining fields are recognised by
     synonym. Raises :class:`ColumnMappingError` naming the file, the columns found and the fields
-    needed when a required field is missing or two columns match one field equally well.
+    needed when a required field is missing or two columns match one field equally well. With
+    ``require_amount=False`` (recommendations from baskets) a file without amounts is accepted.
     """
     columns = _resolve_explicit(headers, overrides or {}, source)
     recognised_by = {field: "--map" for field in columns}
@@ -143,7 +152,7 @@ def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None,
 
     needed = [field for field in REQUIRED_FIELDS if field not in columns]
     has_amount = "amount" in columns or all(field in columns for field in _AMOUNT_ALTERNATIVE)
-    if needed or not has_amount:
+    if needed or not (has_amount or not require_amount):
         if not has_amount:
             needed.append("amount | quantity+unit_price")
         raise ColumnMappingError(message_id="errors.missing_columns", source=source, needed=", ".join(needed),
