@@ -20,7 +20,9 @@ from scipy.optimize import minimize
 from scipy.special import gammaln
 
 from revopt.demo import (
+    COMPLEMENT_GROUPS,
     ORDER_COLUMNS,
+    REPLENISHMENT_CYCLE_DAYS,
     STATUS_CLOSED,
     STATUS_COMPLETED,
     STATUS_REFUNDED,
@@ -43,6 +45,18 @@ HESSIAN_RELATIVE_STEP = 1e-4
 
 SMALL = DemoParameters(n_customers=2_000, seed=7)
 NO_NOISE = dataclasses.replace(SMALL, cancelled_share=0.0, refunded_share=0.0, guest_share=0.0, duplicate_share=0.0)
+# The default shop with products drawn by taste and price band only.
+NO_BASKET_EFFECTS = {
+    "complement_probability": 0.0,
+    "next_order_complement_probability": 0.0,
+    "replenish_probability": 0.0,
+}
+TIER_ORDER = ("入门款", "经典款", "升级版", "旗舰款")
+# A consumable's next order counts as near its cycle within a factor e^0.25 (0.78 to 1.28 cycles),
+# and as far from it beyond e^0.75 (under 0.47 or over 2.1 cycles), where the default window of
+# cycle_log_sd = 0.3 leaves under 5% of the peak chance.
+NEAR_CYCLE_LOG_RATIO = 0.25
+FAR_CYCLE_LOG_RATIO = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +68,12 @@ def small_shop():
 def default_shop():
     """The shop that ``revopt demo`` analyses: default parameters, 20,000 customers."""
     return generate_shop()
+
+
+@pytest.fixture(scope="module")
+def plain_shop():
+    """The default shop without complements or replenishment, as the chance baseline."""
+    return generate_shop(DemoParameters(**NO_BASKET_EFFECTS))
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +143,9 @@ def test_truth_json_holds_parameters(default_shop, default_export):
     assert truth["parameters"] == expected
     assert truth["counts"]["customers"] == len(default_shop.customers)
     assert truth["counts"]["rows"] == len(default_shop.orders)
+    assert truth["counts"]["products"] == len(default_shop.products)
+    assert truth["complement_groups"] == [list(group) for group in COMPLEMENT_GROUPS]
+    assert truth["replenishment_cycle_days"] == dict(REPLENISHMENT_CYCLE_DAYS)
 
 
 def test_write_export_rejects_truth_name(small_shop, tmp_path):
@@ -268,11 +291,166 @@ def test_same_seed_same_shop(small_shop):
     again = generate_shop(SMALL)
     pd.testing.assert_frame_equal(small_shop.orders, again.orders)
     pd.testing.assert_frame_equal(small_shop.customers, again.customers)
+    pd.testing.assert_frame_equal(small_shop.products, again.products)
+    pd.testing.assert_frame_equal(small_shop.order_totals, again.order_totals)
 
 
 def test_other_seed_other_shop(small_shop):
     other = generate_shop(dataclasses.replace(SMALL, seed=SMALL.seed + 1))
     assert not set(other.customers["member_id"]) & set(small_shop.customers["member_id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogue, taste, complements and replenishment
+# ---------------------------------------------------------------------------------------------
+
+
+def _true_lines(shop) -> pd.DataFrame:
+    """Completed member lines without duplicate rows, with the product's noun and the order's day."""
+    lines = shop.orders.drop_duplicates()
+    lines = lines[(lines["订单状态"] == STATUS_COMPLETED) & (lines["买家会员名"] != "")]
+    noun = shop.products.set_index("product_id")["noun"]
+    return lines.assign(noun=lines["商品ID"].map(noun), day=lines["下单时间"].dt.normalize())
+
+
+def _order_lift(lines: pd.DataFrame, first: str, second: str) -> float:
+    """Lift of two nouns over orders: P(both) / (P(first) * P(second))."""
+    n_orders = lines["订单编号"].nunique()
+    with_first = set(lines.loc[lines["noun"] == first, "订单编号"])
+    with_second = set(lines.loc[lines["noun"] == second, "订单编号"])
+    return len(with_first & with_second) * n_orders / (len(with_first) * len(with_second))
+
+
+def _complement_rate(lines: pd.DataFrame) -> float:
+    """Share of orders with two or more lines, whose largest line has complements, that contain one."""
+    partners = {}
+    for group in COMPLEMENT_GROUPS:
+        for noun in group:
+            partners.setdefault(noun, set()).update(set(group) - {noun})
+    by_size = lines.sort_values(["订单编号", "实付金额"], ascending=[True, False], kind="stable")
+    main_noun = by_size.groupby("订单编号")["noun"].transform("first")
+    n_lines = by_size.groupby("订单编号")["noun"].transform("size")
+    eligible = by_size[(n_lines >= 2) & main_noun.isin(list(partners))]
+    eligible_main = main_noun[eligible.index]
+    is_complement = [noun in partners[main] for noun, main in zip(eligible["noun"], eligible_main)]
+    return pd.Series(is_complement, index=eligible.index).groupby(eligible["订单编号"]).any().mean()
+
+
+def _replenishment_hit_rates(shop) -> tuple[float, float]:
+    """Share of consumable purchases whose customer's next order repeats the SKU, near and far from its cycle."""
+    lines = _true_lines(shop)
+    orders = lines.drop_duplicates("订单编号")[["订单编号", "买家会员名", "day"]]
+    orders = orders.sort_values(["买家会员名", "day"])
+    following = orders.groupby("买家会员名")[["订单编号", "day"]].shift(-1)
+    orders = orders.assign(next_order=following["订单编号"], next_day=following["day"])
+
+    cycle = shop.products.set_index("product_id")["cycle_days"].astype(float)
+    bought = lines.loc[lines["商品ID"].map(cycle).notna(), ["订单编号", "商品ID"]]
+    bought = bought.merge(orders, on="订单编号").dropna(subset=["next_order"])
+    next_lines = lines[["订单编号", "商品ID"]].rename(columns={"订单编号": "next_order"})
+    found = bought.merge(next_lines, on=["next_order", "商品ID"], how="left", indicator=True)["_merge"]
+    repeated = (found == "both").to_numpy()
+
+    gap_days = (bought["next_day"] - bought["day"]).dt.days.to_numpy()
+    log_ratio = np.log(gap_days / bought["商品ID"].map(cycle).to_numpy())
+    near = np.abs(log_ratio) < NEAR_CYCLE_LOG_RATIO
+    far = np.abs(log_ratio) > FAR_CYCLE_LOG_RATIO
+    return repeated[near].mean(), repeated[far].mean()
+
+
+def test_catalogue_describes_export(default_shop):
+    products = default_shop.products.set_index("product_id")
+    lines = default_shop.orders
+    assert products.index.is_unique
+    assert set(lines["商品ID"]) <= set(products.index)
+    assert (lines["商品名称"].to_numpy() == products.loc[lines["商品ID"], "name"].to_numpy()).all()
+    assert (lines["类目"].to_numpy() == products.loc[lines["商品ID"], "category"].to_numpy()).all()
+    assert np.isclose(products["popularity"].sum(), 1.0)
+
+
+def test_catalogue_tables_name_its_nouns(default_shop):
+    products = default_shop.products
+    nouns = set(products["noun"])
+    assert {noun for group in COMPLEMENT_GROUPS for noun in group} <= nouns
+    assert set(REPLENISHMENT_CYCLE_DAYS) <= nouns
+    expected_cycle = products["noun"].map(REPLENISHMENT_CYCLE_DAYS)
+    assert (products["is_consumable"] == expected_cycle.notna()).all()
+    consumable = products[products["is_consumable"]]
+    assert (consumable["cycle_days"].astype(int) == expected_cycle[consumable.index].astype(int)).all()
+    assert products.loc[~products["is_consumable"], "cycle_days"].isna().all()
+
+
+def test_price_tiers_ascend_within_noun(default_shop):
+    products = default_shop.products.assign(tier_rank=default_shop.products["tier"].map(TIER_ORDER.index))
+    for noun, versions in products.groupby("noun"):
+        prices = versions.sort_values("tier_rank")["list_price"]
+        assert prices.is_monotonic_increasing and prices.is_unique, noun
+        assert "经典款" in set(versions["tier"]), noun
+    tiers_per_noun = products.groupby("noun").size()
+    assert (tiers_per_noun >= 2).mean() > 0.5
+
+
+def test_customers_lean_to_favourites(default_shop):
+    lines = _true_lines(default_shop)
+    customers = default_shop.customers.set_index("member_id")
+    favourite = lines["买家会员名"].map(customers["favourite_category"])
+    second = lines["买家会员名"].map(customers["second_category"])
+    in_favourites = (lines["类目"] == favourite) | (lines["类目"] == second)
+    lines_per_customer = lines.groupby("买家会员名").size()
+    share = in_favourites.groupby(lines["买家会员名"]).mean()[lines_per_customer >= 3]
+
+    # The same share against another customer's favourites is the baseline without taste.
+    shuffled = customers[["favourite_category", "second_category"]].sample(frac=1.0, random_state=1)
+    shuffled.index = customers.index
+    baseline = (
+        (lines["类目"] == lines["买家会员名"].map(shuffled["favourite_category"]))
+        | (lines["类目"] == lines["买家会员名"].map(shuffled["second_category"]))
+    ).groupby(lines["买家会员名"]).mean()[lines_per_customer >= 3]
+    assert len(share) > 1000
+    assert share.mean() > 0.55
+    assert baseline.mean() < 0.35
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("纸尿裤", "婴儿湿巾"), ("咖啡豆", "保温杯")], ids=["diapers-wipes", "coffee-flask"]
+)
+def test_complements_co_occur(default_shop, plain_shop, first, second):
+    lift = _order_lift(_true_lines(default_shop), first, second)
+    chance_lift = _order_lift(_true_lines(plain_shop), first, second)
+    assert lift > 2.0, (lift, chance_lift)
+    assert lift > 2.0 * chance_lift, (lift, chance_lift)
+
+
+def test_complement_rate_above_chance(default_shop, plain_shop):
+    rate = _complement_rate(_true_lines(default_shop))
+    chance_rate = _complement_rate(_true_lines(plain_shop))
+    assert rate > 0.2, (rate, chance_rate)
+    assert rate > 3.0 * chance_rate, (rate, chance_rate)
+
+
+def test_consumables_repeat_near_cycle(default_shop):
+    near, far = _replenishment_hit_rates(default_shop)
+    assert near > 0.12, (near, far)
+    assert near > 2.5 * far, (near, far)
+
+
+def test_repeats_without_replenishment_ignore_cycle(default_shop, plain_shop):
+    near, _ = _replenishment_hit_rates(default_shop)
+    chance_near, chance_far = _replenishment_hit_rates(plain_shop)
+    assert near > 2.0 * chance_near, (near, chance_near)
+    assert chance_near < 1.5 * chance_far, (chance_near, chance_far)
+
+
+def test_basket_settings_keep_orders(small_shop):
+    plain = generate_shop(dataclasses.replace(SMALL, taste_strength=0.0, **NO_BASKET_EFFECTS))
+    pd.testing.assert_frame_equal(small_shop.order_totals, plain.order_totals)
+    pd.testing.assert_frame_equal(small_shop.customers.drop(columns=["favourite_category", "second_category"]),
+                                  plain.customers.drop(columns=["favourite_category", "second_category"]))
+    columns = ["订单编号", "买家会员名", "下单时间", "订单状态"]
+    orders = small_shop.orders.drop_duplicates("订单编号")[columns].sort_values("订单编号", ignore_index=True)
+    plain_orders = plain.orders.drop_duplicates("订单编号")[columns].sort_values("订单编号", ignore_index=True)
+    pd.testing.assert_frame_equal(orders, plain_orders)
+    assert not small_shop.orders["商品ID"].equals(plain.orders["商品ID"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,9 +650,13 @@ def test_bgnbd_standard_errors_are_small(bgnbd_fit):
         ({"seasonal_amplitude": -0.1}, r"seasonal_amplitude must be in \[0, inf\]"),
         ({"end": date(2023, 12, 31)}, "end must be after start"),
         ({"acquisition_months": 30}, "acquisition window of 30 months"),
+        ({"taste_strength": 1.5}, r"taste_strength must be in \[0, 1\]"),
+        ({"replenish_probability": -0.1}, r"replenish_probability must be in \[0, 1\]"),
+        ({"cycle_log_sd": 0.0}, r"cycle_log_sd must be in \(0, inf\]"),
     ],
     ids=["r-zero", "gamma-negative", "no-customers", "fractional-customers", "share-above-one",
-         "negative-amplitude", "end-before-start", "acquisition-past-end"],
+         "negative-amplitude", "end-before-start", "acquisition-past-end", "taste-above-one",
+         "negative-replenish", "zero-cycle-width"],
 )
 def test_parameters_reject_invalid(changes, message):
     with pytest.raises(ConfigError, match=message):

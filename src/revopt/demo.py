@@ -13,8 +13,15 @@ to it and compare the estimates with :class:`DemoParameters`. The generator draw
   operational time. The clock is normalised so that the history has as many operational days as
   calendar days, and the bumps are small enough for fits in calendar time to recover the
   parameters;
-* order lines over a catalogue of six categories, Chinese names, phone numbers and cities, and an
-  evening-heavy time of day in China local time (UTC+8, written without offset);
+* order lines over a catalogue of six categories, each noun in up to four price tiers, with
+  Chinese names, phone numbers and cities, and an evening-heavy time of day in China local time
+  (UTC+8, written without offset);
+* which products fill an order, chosen after the order's time and value are fixed. Each customer
+  leans to one or two favourite categories. Further lines of an order, and the customer's next
+  order, often add a complement of its main product (:data:`COMPLEMENT_GROUPS`). A consumable
+  often comes back in an order placed about one cycle after it was bought
+  (:data:`REPLENISHMENT_CYCLE_DAYS`). Every product must fit its line's price band, so the
+  observed rates are below the configured chances;
 * at most one true order per customer and calendar day, because analyses count purchase days:
   a repeat purchase that lands on a day the customer already bought on moves to the next free
   day (about 1% of the default shop's orders);
@@ -44,6 +51,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -61,6 +69,9 @@ __all__ = [
     "TRUTH_FILE_NAME",
     "SEASONAL_PEAKS",
     "SeasonalPeak",
+    "COMPLEMENT_GROUPS",
+    "REPLENISHMENT_CYCLE_DAYS",
+    "NEXT_ORDER_COMPLEMENT_DAYS",
     "DemoParameters",
     "DemoShop",
     "generate_shop",
@@ -161,6 +172,9 @@ MAX_LIST_PRICE_FACTOR = 1.5
 BAND_REDRAWS = 5
 # Closed and refunded orders fall within this many days after one of the customer's true orders.
 NOISE_LAG_DAYS = 14.0
+# A complement of an order's product joins the customer's next order only if that order comes
+# within this many days, because a later order no longer belongs to the same purchase need.
+NEXT_ORDER_COMPLEMENT_DAYS = 60
 
 # ---------------------------------------------------------------------------------------------
 # Catalogue
@@ -213,13 +227,48 @@ _CATEGORIES = (
          ("爬行垫", 159), ("婴儿推车", 899), ("奶粉", 299), ("宝宝辅食", 49)),
     ),
 )
-_PRODUCT_PREFIXES = ("新款", "经典款", "升级版", "热销款", "精选", "官方正品")
-PRODUCTS_PER_CATEGORY = (10, 30)
-# List prices vary around the typical price by a log-uniform factor in [1/e^0.5, e^0.5].
-LIST_PRICE_LOG_SPREAD = 0.5
+# Every noun is sold in its 经典款 tier and in each other tier with probability
+# EXTRA_TIER_PROBABILITY, so a category offers cheaper and dearer versions of most nouns (upsell).
+# A tier's list price is the noun's typical price times the tier's factor, jittered by a
+# log-uniform factor in [1/e^0.1, e^0.1] so that neighbouring tiers never overlap in price.
+_PRICE_TIERS = (("入门款", 0.7), ("经典款", 1.0), ("升级版", 1.4), ("旗舰款", 2.0))
+BASE_TIER = "经典款"
+EXTRA_TIER_PROBABILITY = 0.5
+TIER_PRICE_LOG_JITTER = 0.1
 # Popularity within a category falls with rank as rank ** -POPULARITY_EXPONENT (Zipf-like).
 POPULARITY_EXPONENT = 0.8
 SKU_NUMBER_DIGITS = 5
+
+# Consumables and the days one purchase typically lasts. Illustrative values chosen by eye, not
+# measured: a pack of diapers or a can of formula lasts about a month, a bottle of cleanser two.
+REPLENISHMENT_CYCLE_DAYS = MappingProxyType(
+    {
+        "面膜": 30, "洗面奶": 60, "卸妆水": 60, "防晒霜": 90,
+        "咖啡豆": 30, "绿茶": 60, "大米": 45, "蜂蜜": 90, "螺蛳粉": 30,
+        "抽纸": 45,
+        "纸尿裤": 30, "婴儿湿巾": 30, "奶粉": 30, "宝宝辅食": 30,
+    }
+)
+
+# Groups of nouns bought together: each noun in a group complements the others, and a noun in
+# several groups complements the union of its partners. Some groups cross categories.
+COMPLEMENT_GROUPS = (
+    ("面膜", "卸妆水", "洗面奶"),
+    ("口红", "粉底液", "卸妆水"),
+    ("精华液", "眼霜", "面膜"),
+    ("奶瓶", "奶粉"),
+    ("奶粉", "宝宝辅食"),
+    ("纸尿裤", "婴儿湿巾"),
+    ("婴儿推车", "爬行垫"),
+    ("手机壳", "数据线", "充电宝"),
+    ("蓝牙耳机", "充电宝"),
+    ("机械键盘", "无线鼠标"),
+    ("咖啡豆", "保温杯"),
+    ("绿茶", "保温杯"),
+    ("四件套", "抱枕"),
+    ("运动鞋", "袜子"),
+    ("坚果礼盒", "牛肉干"),
+)
 
 # ---------------------------------------------------------------------------------------------
 # People
@@ -300,6 +349,30 @@ class DemoParameters:
         Closed (never paid), refunded and guest orders added per true order, in expectation.
     duplicate_share : float, default 0.005
         Exact duplicate rows added per order line, in expectation.
+    taste_strength : float, default 0.7
+        Weight of a customer's favourite categories in their category mix. The mix is
+        ``(1 - taste_strength) * share + taste_strength * favourite``, where ``share`` is the
+        catalogue's category share and ``favourite`` spreads 1 evenly over the customer's one or two
+        favourite categories. With 0, every customer buys with the catalogue's mix.
+    second_category_share : float, default 0.4
+        Share of customers with a second favourite category.
+    complement_probability : float, default 0.5
+        Chance that each further line of an order whose main (largest) line has complements is
+        filled with a complement, drawn among the complements that fit the line's price band. A line
+        without a complement in its band keeps its product, so the observed rate is lower.
+    next_order_complement_probability : float, default 0.3
+        Chance that a customer's next order, if it comes within ``NEXT_ORDER_COMPLEMENT_DAYS``, has a
+        complement of the previous order's first product with complements, in the first line whose
+        price band fits one.
+    replenish_probability : float, default 0.7
+        Chance that an order placed exactly one cycle after a customer's last consumable purchase
+        repeats that SKU (see :data:`REPLENISHMENT_CYCLE_DAYS`). At a gap of ``g`` days after a
+        purchase with cycle ``c`` the chance is ``replenish_probability * exp(-ln(g / c)**2 /
+        (2 * cycle_log_sd**2))``. The SKU takes the first line whose price band contains its list
+        price, and the order is left as drawn when no line fits.
+    cycle_log_sd : float, default 0.3
+        Width of the replenishment window on the log scale: 0.3 gives half the peak chance at gaps
+        0.7 and 1.4 times the cycle.
     seed : int, default 2025
         Seed of the random generators; the same parameters give the same shop.
 
@@ -326,6 +399,12 @@ class DemoParameters:
     refunded_share: float = 0.02
     guest_share: float = 0.01
     duplicate_share: float = 0.005
+    taste_strength: float = 0.7
+    second_category_share: float = 0.4
+    complement_probability: float = 0.5
+    next_order_complement_probability: float = 0.3
+    replenish_probability: float = 0.7
+    cycle_log_sd: float = 0.3
     seed: int = 2025
 
     def __post_init__(self) -> None:
@@ -339,8 +418,14 @@ class DemoParameters:
         check_range("acquisition_months", self.acquisition_months, low=1)
         check_range("seed", self.seed, low=0)
         check_range("seasonal_amplitude", self.seasonal_amplitude, low=0.0)
-        for name in ("cancelled_share", "refunded_share", "guest_share", "duplicate_share"):
+        unit_interval = (
+            "cancelled_share", "refunded_share", "guest_share", "duplicate_share", "taste_strength",
+            "second_category_share", "complement_probability", "next_order_complement_probability",
+            "replenish_probability",
+        )
+        for name in unit_interval:
             check_range(name, getattr(self, name), low=0.0, high=1.0)
+        check_range("cycle_log_sd", self.cycle_log_sd, low=0.0, low_inclusive=False)
         if self.end <= self.start:
             raise ConfigError(f"end must be after start; got start={self.start} and end={self.end}")
         if self.acquisition_end > self.end:
@@ -375,19 +460,27 @@ class DemoShop:
     customers : pandas.DataFrame
         One row per customer: ``member_id``, ``name``, ``gender``, ``phone``, ``city``,
         ``first_order_at``, ``lambda`` (purchases per week, operational time), ``p`` (dropout
-        probability), ``nu`` (spend rate), ``alive`` (still alive at the end of the history) and
-        ``n_orders`` (true orders including the first).
+        probability), ``nu`` (spend rate), ``alive`` (still alive at the end of the history),
+        ``n_orders`` (true orders including the first), ``favourite_category`` and
+        ``second_category`` (empty for customers with one favourite).
     order_totals : pandas.DataFrame
         One row per order, true or noise: ``order_id``, ``member_id`` (empty for guests), ``kind``
         (purchase, closed, refunded or guest) and ``total`` (CNY, the sum of the order's lines).
     parameters : DemoParameters
         The parameters the shop was drawn with.
+    products : pandas.DataFrame
+        The catalogue, one row per product sorted by list price: ``product_id`` (商品ID), ``name``
+        (商品名称), ``noun``, ``tier``, ``category`` (类目), ``list_price`` (CNY), ``popularity``
+        (weight among all products when no taste or band applies, summing to 1), ``is_consumable``,
+        ``cycle_days`` (nullable integer, missing for durables) and ``complements`` (tuple of the
+        nouns that complement this one, see :data:`COMPLEMENT_GROUPS`).
     """
 
     orders: pd.DataFrame
     customers: pd.DataFrame
     order_totals: pd.DataFrame
     parameters: DemoParameters
+    products: pd.DataFrame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,87 +631,174 @@ def _draw_order_values(shape: float, spend_rate: np.ndarray, rng: np.random.Gene
 # ---------------------------------------------------------------------------------------------
 
 
+class _ProductSet(NamedTuple):
+    """Products of one category or complement set, sorted by list price."""
+
+    product: np.ndarray  # catalogue indices
+    list_price: np.ndarray  # CNY
+    cumulative_weight: np.ndarray  # length size + 1, starts at 0, in list-price order
+
+
 class _Catalogue(NamedTuple):
-    """Products sorted by list price, ascending."""
+    """Products sorted by list price, ascending, with the sets that draws are restricted to."""
 
     sku: np.ndarray
     name: np.ndarray
+    noun: np.ndarray
+    tier: np.ndarray
     category: np.ndarray
+    category_index: np.ndarray  # index into _CATEGORIES
     list_price: np.ndarray  # CNY
+    weight: np.ndarray  # popularity: category share times Zipf weight within the category
     cumulative_weight: np.ndarray  # length n_products + 1, starts at 0, in list-price order
+    cycle_days: np.ndarray  # NaN for durables
+    complement_set: np.ndarray  # index into complement_sets, -1 for nouns without complements
+    categories: tuple[_ProductSet, ...]  # one per _CATEGORIES entry, weights normalised per category
+    complement_sets: tuple[_ProductSet, ...]
+    category_shares: np.ndarray
+
+
+def _complements_by_noun() -> dict[str, tuple[str, ...]]:
+    """Map each noun of :data:`COMPLEMENT_GROUPS` to its partners, in table order."""
+    partners: dict[str, list[str]] = {}
+    for group in COMPLEMENT_GROUPS:
+        for noun in group:
+            known = partners.setdefault(noun, [])
+            known.extend(other for other in group if other != noun and other not in known)
+    return {noun: tuple(others) for noun, others in partners.items()}
+
+
+def _product_set(members: np.ndarray, list_price: np.ndarray, weight: np.ndarray) -> _ProductSet:
+    """Build a set from catalogue indices in ascending order, which keeps it sorted by list price."""
+    return _ProductSet(members, list_price[members], np.concatenate([[0.0], np.cumsum(weight[members])]))
 
 
 def _build_catalogue(rng: np.random.Generator) -> _Catalogue:
-    names, categories, prices, weights = [], [], [], []
-    for spec in _CATEGORIES:
-        size = int(rng.integers(PRODUCTS_PER_CATEGORY[0], PRODUCTS_PER_CATEGORY[1] + 1))
-        n_pairs = len(_PRODUCT_PREFIXES) * len(spec.items)
-        pairs = rng.choice(n_pairs, size=size, replace=False)
-        prefix_index, item_index = np.divmod(pairs, len(spec.items))
-        nouns = np.array([noun for noun, _ in spec.items])
-        typical = np.array([price for _, price in spec.items], dtype=float)
-        names.append(np.char.add(np.array(_PRODUCT_PREFIXES)[prefix_index], nouns[item_index]))
-        categories.append(np.full(size, spec.name))
-        spread = np.exp(rng.uniform(-LIST_PRICE_LOG_SPREAD, LIST_PRICE_LOG_SPREAD, size=size))
+    tier_labels = np.array([label for label, _ in _PRICE_TIERS])
+    tier_factors = np.array([factor for _, factor in _PRICE_TIERS])
+    names, nouns, tiers, category_index, prices, weights = [], [], [], [], [], []
+    for index, spec in enumerate(_CATEGORIES):
+        offered = rng.uniform(size=(len(spec.items), len(_PRICE_TIERS))) < EXTRA_TIER_PROBABILITY
+        offered[:, list(tier_labels).index(BASE_TIER)] = True
+        item_index, tier_index = np.nonzero(offered)
+        size = item_index.size
+        noun = np.array([noun for noun, _ in spec.items])[item_index]
+        typical = np.array([price for _, price in spec.items], dtype=float)[item_index]
+        jitter = np.exp(rng.uniform(-TIER_PRICE_LOG_JITTER, TIER_PRICE_LOG_JITTER, size=size))
         # Shop prices end in .9 (79.9, 148.9).
-        prices.append(np.floor(typical[item_index] * spread) + 0.9)
+        prices.append(np.floor(typical * tier_factors[tier_index] * jitter) + 0.9)
+        names.append(np.char.add(tier_labels[tier_index], noun))
+        nouns.append(noun)
+        tiers.append(tier_labels[tier_index])
+        category_index.append(np.full(size, index))
         popularity = rng.permutation(np.arange(1, size + 1) ** -POPULARITY_EXPONENT)
         weights.append(spec.share * popularity / popularity.sum())
 
-    name = np.concatenate(names)
-    category = np.concatenate(categories)
-    list_price = np.concatenate(prices)
-    weight = np.concatenate(weights)
+    by_price = np.argsort(np.concatenate(prices), kind="stable")
+    name, noun, tier = (np.concatenate(parts)[by_price] for parts in (names, nouns, tiers))
+    category_index = np.concatenate(category_index)[by_price]
+    list_price = np.concatenate(prices)[by_price]
+    weight = np.concatenate(weights)[by_price]
     sku_numbers = rng.choice(10**SKU_NUMBER_DIGITS, size=name.size, replace=False)
     sku = np.char.add("SKU", np.char.zfill(sku_numbers.astype(str), SKU_NUMBER_DIGITS))
 
-    by_price = np.argsort(list_price, kind="stable")
-    cumulative = np.concatenate([[0.0], np.cumsum(weight[by_price])])
-    return _Catalogue(sku[by_price], name[by_price], category[by_price], list_price[by_price], cumulative)
+    shares = np.array([spec.share for spec in _CATEGORIES])
+    categories = tuple(
+        _product_set(np.flatnonzero(category_index == index), list_price, weight / shares[index])
+        for index in range(len(_CATEGORIES))
+    )
+    partners = _complements_by_noun()
+    anchors = [anchor for anchor in partners if np.isin(partners[anchor], noun).any()]
+    complement_sets = tuple(
+        _product_set(np.flatnonzero(np.isin(noun, partners[anchor])), list_price, weight) for anchor in anchors
+    )
+    complement_set = np.full(noun.size, -1)
+    for set_index, anchor in enumerate(anchors):
+        complement_set[noun == anchor] = set_index
+    cycle_days = np.array([REPLENISHMENT_CYCLE_DAYS.get(item, np.nan) for item in noun], dtype=float)
+
+    return _Catalogue(
+        sku=sku,
+        name=name,
+        noun=noun,
+        tier=tier,
+        category=np.array([spec.name for spec in _CATEGORIES])[category_index],
+        category_index=category_index,
+        list_price=list_price,
+        weight=weight,
+        cumulative_weight=np.concatenate([[0.0], np.cumsum(weight)]),
+        cycle_days=cycle_days,
+        complement_set=complement_set,
+        categories=categories,
+        complement_sets=complement_sets,
+        category_shares=shares,
+    )
 
 
-def _draw_products_in_band(
-    low: np.ndarray, high: np.ndarray, catalogue: _Catalogue, rng: np.random.Generator
-) -> np.ndarray:
-    """Draw a product per line by popularity among those with list price in [low, high].
+def _products_frame(catalogue: _Catalogue) -> pd.DataFrame:
+    partners = _complements_by_noun()
+    return pd.DataFrame(
+        {
+            "product_id": catalogue.sku,
+            "name": catalogue.name,
+            "noun": catalogue.noun,
+            "tier": catalogue.tier,
+            "category": catalogue.category,
+            "list_price": catalogue.list_price,
+            "popularity": catalogue.weight,
+            "is_consumable": ~np.isnan(catalogue.cycle_days),
+            "cycle_days": pd.array(np.where(np.isnan(catalogue.cycle_days), None, catalogue.cycle_days), dtype="Int64"),
+            "complements": [partners.get(noun, ()) for noun in catalogue.noun],
+        }
+    )
 
-    A line whose band contains no product gets the next product above the band, or the most
-    expensive product when the band lies above the whole catalogue.
-    """
-    n_products = catalogue.list_price.size
-    first = np.searchsorted(catalogue.list_price, low, side="left")
-    stop = np.searchsorted(catalogue.list_price, high, side="right")
-    weight_low = catalogue.cumulative_weight[first]
-    weight_high = catalogue.cumulative_weight[np.maximum(stop, first)]
-    target = weight_low + rng.uniform(size=low.size) * (weight_high - weight_low)
-    drawn = np.searchsorted(catalogue.cumulative_weight, target, side="right") - 1
-    drawn = np.clip(drawn, first, np.maximum(stop - 1, first))
-    return np.minimum(drawn, n_products - 1)
+
+# ---------------------------------------------------------------------------------------------
+# Customer taste
+# ---------------------------------------------------------------------------------------------
 
 
-def _draw_distinct_products(
-    line_order: np.ndarray, low: np.ndarray, high: np.ndarray, catalogue: _Catalogue, rng: np.random.Generator
-) -> np.ndarray:
-    """Draw products in their price bands such that no order lists a product twice.
+class _Tastes(NamedTuple):
+    favourite: np.ndarray  # category index per customer
+    second: np.ndarray  # category index, -1 for customers with one favourite
+    mix: np.ndarray  # (n_customers + 1, n_categories) category mix, with the guests' mix in the last row
 
-    A line whose product an earlier line of its order already has is redrawn in its band, and
-    after BAND_REDRAWS tries from the whole catalogue. Exact duplicate rows are the export glitch
-    that ingest removes, so a true order must not contain two identical lines.
-    """
-    product = _draw_products_in_band(low, high, catalogue, rng)
-    n_products = catalogue.list_price.size
-    popularity = np.diff(catalogue.cumulative_weight)
-    attempt = 0
-    while True:
-        repeated = pd.Series(line_order * n_products + product).duplicated().to_numpy()
-        if not repeated.any():
-            return product
-        if attempt < BAND_REDRAWS:
-            product[repeated] = _draw_products_in_band(low[repeated], high[repeated], catalogue, rng)
-        else:
-            size = int(repeated.sum())
-            product[repeated] = rng.choice(n_products, size=size, p=popularity / popularity.sum())
-        attempt += 1
+
+def _draw_tastes(params: DemoParameters, shares: np.ndarray, rng: np.random.Generator) -> _Tastes:
+    """Draw one or two favourite categories per customer in proportion to the category shares."""
+    n, n_categories = params.n_customers, shares.size
+    rows = np.arange(n)
+    favourite = rng.choice(n_categories, size=n, p=shares)
+
+    # The second favourite is drawn by share among the other categories.
+    others = np.tile(shares, (n, 1))
+    others[rows, favourite] = 0.0
+    cumulative = np.cumsum(others, axis=1)
+    u = rng.uniform(size=n) * cumulative[:, -1]
+    second = np.minimum((cumulative <= u[:, None]).sum(axis=1), n_categories - 1)
+    second = np.where(rng.uniform(size=n) < params.second_category_share, second, -1)
+
+    has_second = second >= 0
+    favourite_weight = np.zeros((n, n_categories))
+    favourite_weight[rows, favourite] = np.where(has_second, 0.5, 1.0)
+    favourite_weight[rows[has_second], second[has_second]] = 0.5
+    mix = (1.0 - params.taste_strength) * shares + params.taste_strength * favourite_weight
+    return _Tastes(favourite, second, np.vstack([mix, shares]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Order lines and their products
+# ---------------------------------------------------------------------------------------------
+
+
+class _LineSlots(NamedTuple):
+    """Order lines before their products are chosen: grouped by order, largest line first."""
+
+    order: np.ndarray  # index into the orders passed in
+    target_cents: np.ndarray
+    is_main: np.ndarray  # the largest line of its order
+    low: np.ndarray  # price band of the line's list price, CNY
+    high: np.ndarray
 
 
 class _Lines(NamedTuple):
@@ -628,12 +808,8 @@ class _Lines(NamedTuple):
     unit_cents: np.ndarray
 
 
-def _split_into_lines(totals_cents: np.ndarray, catalogue: _Catalogue, rng: np.random.Generator) -> _Lines:
-    """Split each order's value into lines whose amounts add up to it exactly, to the cent.
-
-    The largest line of each order comes first, has quantity 1 and absorbs the rounding remainder
-    of the other lines, whose unit prices are rounded to whole cents.
-    """
+def _line_slots(totals_cents: np.ndarray, rng: np.random.Generator) -> _LineSlots:
+    """Split each order's value into line targets and give each line its list-price band."""
     n_orders = totals_cents.size
     min_line_cents = MIN_LINE_AMOUNT * CENTS_PER_YUAN
     n_lines = 1 + rng.poisson(EXTRA_LINES_MEAN, size=n_orders)
@@ -659,16 +835,337 @@ def _split_into_lines(totals_cents: np.ndarray, catalogue: _Catalogue, rng: np.r
     target_yuan = target_cents / CENTS_PER_YUAN
     max_quantity = np.where(is_main, 1, MAX_QUANTITY)
     low, high = target_yuan / max_quantity, target_yuan * MAX_LIST_PRICE_FACTOR
-    product = _draw_distinct_products(line_order, low, high, catalogue, rng)
+    return _LineSlots(line_order, target_cents, is_main, low, high)
 
-    list_price = catalogue.list_price[product]
-    quantity = np.clip(np.ceil(target_yuan / list_price), 1, max_quantity).astype(np.int64)
-    unit_cents = np.maximum(np.rint(target_cents / quantity), 1).astype(np.int64)
 
-    other_lines = np.where(is_main, 0, quantity * unit_cents)
-    other_cents = np.bincount(line_order, weights=other_lines, minlength=n_orders).astype(np.int64)
-    unit_cents[is_main] = totals_cents - other_cents
-    return _Lines(line_order, product, quantity, unit_cents)
+def _price_lines(slots: _LineSlots, product: np.ndarray, totals_cents: np.ndarray, catalogue: _Catalogue) -> _Lines:
+    """Set quantities and unit prices so that each order's lines add up to its value, to the cent.
+
+    The main line has quantity 1 and absorbs the rounding remainder of the other lines, whose unit
+    prices are rounded to whole cents.
+    """
+    target_yuan = slots.target_cents / CENTS_PER_YUAN
+    max_quantity = np.where(slots.is_main, 1, MAX_QUANTITY)
+    quantity = np.clip(np.ceil(target_yuan / catalogue.list_price[product]), 1, max_quantity).astype(np.int64)
+    unit_cents = np.maximum(np.rint(slots.target_cents / quantity), 1).astype(np.int64)
+
+    other_lines = np.where(slots.is_main, 0, quantity * unit_cents)
+    other_cents = np.bincount(slots.order, weights=other_lines, minlength=totals_cents.size).astype(np.int64)
+    unit_cents[slots.is_main] = totals_cents - other_cents
+    return _Lines(slots.order, product, quantity, unit_cents)
+
+
+def _mass_in_band(products: _ProductSet, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Popularity weight of the set's products with list price in [low, high]."""
+    first = np.searchsorted(products.list_price, low, side="left")
+    stop = np.maximum(np.searchsorted(products.list_price, high, side="right"), first)
+    return products.cumulative_weight[stop] - products.cumulative_weight[first]
+
+
+def _draw_in_band(products: _ProductSet, low: np.ndarray, high: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw a product of the set per line by popularity among those with list price in [low, high].
+
+    A line whose band contains none of the set's products gets the next product above the band, or
+    the set's most expensive product when the band lies above all of them. Returns catalogue indices.
+    """
+    first = np.searchsorted(products.list_price, low, side="left")
+    stop = np.maximum(np.searchsorted(products.list_price, high, side="right"), first)
+    weight_low = products.cumulative_weight[first]
+    target = weight_low + rng.uniform(size=low.size) * (products.cumulative_weight[stop] - weight_low)
+    drawn = np.searchsorted(products.cumulative_weight, target, side="right") - 1
+    drawn = np.clip(drawn, first, np.maximum(stop - 1, first))
+    return products.product[np.minimum(drawn, products.product.size - 1)]
+
+
+def _whole_catalogue(catalogue: _Catalogue) -> _ProductSet:
+    return _ProductSet(np.arange(catalogue.sku.size), catalogue.list_price, catalogue.cumulative_weight)
+
+
+def _draw_by_taste(
+    low: np.ndarray, high: np.ndarray, mix: np.ndarray, catalogue: _Catalogue, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw a product per line with weight ``mix[category] * popularity within the category`` in its band.
+
+    ``mix`` has one row per line. A line whose band contains products only in categories outside
+    its mix is drawn with the catalogue's shares, and a line whose band is empty falls back as in
+    :func:`_draw_in_band` over the whole catalogue.
+    """
+    in_band = np.column_stack([_mass_in_band(products, low, high) for products in catalogue.categories])
+    mass = in_band * mix
+    outside_mix = mass.sum(axis=1) <= 0.0
+    mass[outside_mix] = in_band[outside_mix] * catalogue.category_shares
+    cumulative = np.cumsum(mass, axis=1)
+    total = cumulative[:, -1]
+
+    # The category is the first column whose cumulative mass exceeds a uniform share of the total.
+    u = rng.uniform(size=low.size) * total
+    category = np.minimum((cumulative <= u[:, None]).sum(axis=1), len(catalogue.categories) - 1)
+    empty_band = total <= 0.0
+    product = np.empty(low.size, dtype=np.int64)
+    product[empty_band] = _draw_in_band(_whole_catalogue(catalogue), low[empty_band], high[empty_band], rng)
+    for index, products in enumerate(catalogue.categories):
+        rows = (category == index) & ~empty_band
+        product[rows] = _draw_in_band(products, low[rows], high[rows], rng)
+    return product
+
+
+def _complement_mass(set_index: np.ndarray, low: np.ndarray, high: np.ndarray, catalogue: _Catalogue) -> np.ndarray:
+    """Popularity weight in each line's band of the complement set it names (0 where set_index is -1)."""
+    mass = np.zeros(low.size)
+    for index in np.unique(set_index[set_index >= 0]):
+        rows = set_index == index
+        mass[rows] = _mass_in_band(catalogue.complement_sets[index], low[rows], high[rows])
+    return mass
+
+
+def _draw_complements(
+    set_index: np.ndarray, low: np.ndarray, high: np.ndarray, catalogue: _Catalogue, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw a product from each line's complement set within its band. The caller checks the band's mass."""
+    product = np.empty(low.size, dtype=np.int64)
+    for index in np.unique(set_index):
+        rows = set_index == index
+        product[rows] = _draw_in_band(catalogue.complement_sets[index], low[rows], high[rows], rng)
+    return product
+
+
+# Lines of a group of orders are contiguous and each order starts with its main line, so the
+# helpers below find an order's lines from the running count of main lines.
+
+
+def _line_group(is_main: np.ndarray) -> np.ndarray:
+    return np.cumsum(is_main) - 1
+
+
+def _first_in_order(mask: np.ndarray, is_main: np.ndarray) -> np.ndarray:
+    """Mark, per order, the first line where ``mask`` is true."""
+    count = np.cumsum(mask)
+    starts = np.flatnonzero(is_main)
+    before = count[starts] - mask[starts]
+    return mask & (count - before[_line_group(is_main)] == 1)
+
+
+def _any_in_order(mask: np.ndarray, is_main: np.ndarray) -> np.ndarray:
+    """Broadcast to every line whether any line of its order has ``mask`` true."""
+    group = _line_group(is_main)
+    return np.bincount(group, weights=mask, minlength=int(is_main.sum()))[group] > 0
+
+
+def _redraw_duplicates(
+    order: np.ndarray,
+    product: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    mix: np.ndarray,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Redraw lines whose product an earlier line of the order already has, so none repeats.
+
+    A repeated line is redrawn by taste in its band, and after BAND_REDRAWS tries from the whole
+    catalogue by popularity. Exact duplicate rows are the export glitch that ingest removes, so a
+    true order must not contain two identical lines.
+    """
+    product = product.copy()
+    n_products = catalogue.sku.size
+    attempt = 0
+    while True:
+        repeated = pd.Series(order * n_products + product).duplicated().to_numpy()
+        if not repeated.any():
+            return product
+        if attempt < BAND_REDRAWS:
+            product[repeated] = _draw_by_taste(low[repeated], high[repeated], mix[repeated], catalogue, rng)
+        else:
+            product[repeated] = rng.choice(n_products, size=int(repeated.sum()), p=catalogue.weight)
+        attempt += 1
+
+
+def _add_complements(
+    lines: np.ndarray,
+    product: np.ndarray,
+    slots: _LineSlots,
+    locked: np.ndarray,
+    probability: float,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Fill further lines with complements of their order's main product, each with ``probability``.
+
+    ``lines`` index a group of whole orders, and ``locked`` marks lines that keep their product.
+    Returns the group's products.
+    """
+    product = product[lines].copy()
+    is_main, low, high = slots.is_main[lines], slots.low[lines], slots.high[lines]
+    main_product = product[np.flatnonzero(is_main)][_line_group(is_main)]
+    set_index = catalogue.complement_set[main_product]
+    chosen = ~is_main & ~locked & (set_index >= 0) & (rng.uniform(size=lines.size) < probability)
+    chosen[chosen] = _complement_mass(set_index[chosen], low[chosen], high[chosen], catalogue) > 0.0
+    product[chosen] = _draw_complements(set_index[chosen], low[chosen], high[chosen], catalogue, rng)
+    return product
+
+
+class _History(NamedTuple):
+    """Per-customer state that a customer's earlier true orders pass on to the next one."""
+
+    consumable: np.ndarray  # catalogue index of the last consumable bought, -1 if none
+    consumable_day: np.ndarray
+    anchor: np.ndarray  # first product with complements in the last order, -1 if none
+    anchor_day: np.ndarray
+
+
+def _replenish(
+    product: np.ndarray,
+    is_main: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    customer: np.ndarray,
+    day: np.ndarray,
+    history: _History,
+    params: DemoParameters,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Put each customer's last consumable back into their order when the order falls near its cycle.
+
+    Arguments are per line of a group of whole orders. Changes ``product`` in place and returns a
+    mask of the lines that received the consumable.
+    """
+    stock = history.consumable[customer]
+    has_stock = stock >= 0
+    gap = (day - history.consumable_day[customer]).astype(float)
+    cycle = np.where(has_stock, catalogue.cycle_days[np.maximum(stock, 0)], 1.0)
+    log_ratio = np.log(np.where(has_stock, gap, 1.0) / cycle) / params.cycle_log_sd
+    chance = np.where(has_stock, params.replenish_probability * np.exp(-0.5 * log_ratio**2), 0.0)
+
+    # One decision per order, taken on its main line.
+    decided = (rng.uniform(size=product.size) < chance)[np.flatnonzero(is_main)][_line_group(is_main)]
+    stock_price = catalogue.list_price[np.maximum(stock, 0)]
+    already = _any_in_order(decided & (product == stock), is_main)
+    fits = decided & ~already & (low <= stock_price) & (stock_price <= high)
+    placed = _first_in_order(fits, is_main)
+    product[placed] = stock[placed]
+    return placed
+
+
+def _add_next_order_complements(
+    product: np.ndarray,
+    is_main: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    customer: np.ndarray,
+    day: np.ndarray,
+    locked: np.ndarray,
+    history: _History,
+    params: DemoParameters,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Add a complement of the previous order's anchor product to the first line that fits one.
+
+    Arguments are per line of a group of whole orders. Changes ``product`` in place and returns a
+    mask of the lines that received a complement.
+    """
+    anchor = history.anchor[customer]
+    recent = (anchor >= 0) & (day - history.anchor_day[customer] <= NEXT_ORDER_COMPLEMENT_DAYS)
+    decided = recent & (rng.uniform(size=product.size) < params.next_order_complement_probability)
+    decided = decided[np.flatnonzero(is_main)][_line_group(is_main)]
+    set_index = np.where(decided, catalogue.complement_set[np.maximum(anchor, 0)], -1)
+    open_lines = decided & ~locked
+    open_lines[open_lines] = _complement_mass(set_index[open_lines], low[open_lines], high[open_lines], catalogue) > 0
+    placed = _first_in_order(open_lines, is_main)
+    product[placed] = _draw_complements(set_index[placed], low[placed], high[placed], catalogue, rng)
+    return placed
+
+
+def _update_history(
+    history: _History,
+    product: np.ndarray,
+    is_main: np.ndarray,
+    customer: np.ndarray,
+    day: np.ndarray,
+    catalogue: _Catalogue,
+) -> None:
+    """Record each order's first consumable and first product with complements, in place."""
+    consumable = _first_in_order(~np.isnan(catalogue.cycle_days[product]), is_main)
+    history.consumable[customer[consumable]] = product[consumable]
+    history.consumable_day[customer[consumable]] = day[consumable]
+
+    # An order without an anchor clears the previous one, because next-order complements look back
+    # one order only.
+    history.anchor[customer[is_main]] = -1
+    anchor = _first_in_order(catalogue.complement_set[product] >= 0, is_main)
+    history.anchor[customer[anchor]] = product[anchor]
+    history.anchor_day[customer[anchor]] = day[anchor]
+
+
+def _choose_true_products(
+    slots: _LineSlots,
+    order_customer: np.ndarray,
+    order_day: np.ndarray,
+    tastes: _Tastes,
+    params: DemoParameters,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Choose the products of the true orders: taste first, then replenishment and complements.
+
+    Orders must be sorted by customer, then time. Replenishment and next-order complements depend
+    on the customer's earlier orders, so the orders are filled by their rank within the customer:
+    all first orders at once, then all second orders, and so on. Each pass is vectorised over
+    customers, and the number of passes is the largest number of orders of one customer.
+    """
+    line_customer = order_customer[slots.order]
+    mix = tastes.mix[line_customer]
+    product = _draw_by_taste(slots.low, slots.high, mix, catalogue, rng)
+
+    order_rank = np.arange(order_customer.size) - np.searchsorted(order_customer, order_customer, side="left")
+    line_rank = order_rank[slots.order]
+    by_rank = np.argsort(line_rank, kind="stable")
+    bounds = np.searchsorted(line_rank[by_rank], np.arange(line_rank.max() + 2))
+    n_customers = params.n_customers
+    history = _History(
+        consumable=np.full(n_customers, -1),
+        consumable_day=np.zeros(n_customers, dtype=np.int64),
+        anchor=np.full(n_customers, -1),
+        anchor_day=np.zeros(n_customers, dtype=np.int64),
+    )
+
+    for rank in range(bounds.size - 1):
+        lines = by_rank[bounds[rank]:bounds[rank + 1]]
+        chosen = product[lines]
+        is_main, low, high = slots.is_main[lines], slots.low[lines], slots.high[lines]
+        customer, day = line_customer[lines], order_day[slots.order[lines]]
+
+        locked = _replenish(chosen, is_main, low, high, customer, day, history, params, catalogue, rng)
+        locked |= _add_next_order_complements(
+            chosen, is_main, low, high, customer, day, locked, history, params, catalogue, rng
+        )
+        product[lines] = chosen
+        chosen = _add_complements(lines, product, slots, locked, params.complement_probability, catalogue, rng)
+        chosen = _redraw_duplicates(slots.order[lines], chosen, low, high, mix[lines], catalogue, rng)
+        product[lines] = chosen
+        _update_history(history, chosen, is_main, customer, day, catalogue)
+    return product
+
+
+def _choose_noise_products(
+    slots: _LineSlots,
+    order_customer: np.ndarray,
+    tastes: _Tastes,
+    params: DemoParameters,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Choose the products of noise orders by taste and same-order complements, without history.
+
+    Guests (customer -1) draw with the catalogue's category shares.
+    """
+    mix = tastes.mix[order_customer[slots.order]]
+    product = _draw_by_taste(slots.low, slots.high, mix, catalogue, rng)
+    lines = np.arange(slots.order.size)
+    locked = np.zeros(lines.size, dtype=bool)
+    product = _add_complements(lines, product, slots, locked, params.complement_probability, catalogue, rng)
+    return _redraw_duplicates(slots.order, product, slots.low, slots.high, mix, catalogue, rng)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,8 +1356,10 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
     The BG/NBD and Gamma-Gamma models hold in operational time (see the module docstring). The
     calendar dates in the export are the operational times mapped through the seasonal clock.
     Independent random streams drive the true process, the spend, the people, the catalogue, the
-    true orders' lines and times, and the noise, so changing a noise share changes only the noise
-    rows and the order numbers.
+    customers' tastes, the true orders' lines and times, the noise, and the noise orders' products.
+    Changing a noise share therefore changes only the noise rows and the order numbers, and
+    changing a taste, complement or replenishment setting changes only which products fill the
+    orders, with their quantities and unit prices.
 
     Examples
     --------
@@ -870,10 +1369,12 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
     >>> bool(shop.customers["member_id"].is_unique)
     True
     """
-    streams = map(np.random.default_rng, np.random.SeedSequence(params.seed).spawn(7))
-    process_rng, spend_rng, people_rng, catalogue_rng, lines_rng, time_rng, noise_rng = streams
+    streams = [np.random.default_rng(seed) for seed in np.random.SeedSequence(params.seed).spawn(9)]
+    process_rng, spend_rng, people_rng, catalogue_rng, lines_rng, time_rng, noise_rng = streams[:7]
+    taste_rng, noise_lines_rng = streams[7:]
     clock = _SeasonalClock(params)
     catalogue = _build_catalogue(catalogue_rng)
+    tastes = _draw_tastes(params, catalogue.category_shares, taste_rng)
 
     # The true process: purchases in operational time, mapped to calendar days
     process = _draw_true_orders(params, clock, process_rng)
@@ -886,14 +1387,22 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
         totals_cents=_draw_order_values(params.p, spend_rate[process.customer], spend_rng),
     )
     true_times = _timestamps(params.start, true_orders.calendar_days, params.history_days, time_rng)
-    true_lines = _split_into_lines(true_orders.totals_cents, catalogue, lines_rng)
+    true_slots = _line_slots(true_orders.totals_cents, lines_rng)
+    true_products = _choose_true_products(
+        true_slots, true_orders.customer, true_orders.calendar_days, tastes, params, catalogue, lines_rng
+    )
+    true_lines = _price_lines(true_slots, true_products, true_orders.totals_cents, catalogue)
     member_ids = _draw_member_ids(params.n_customers, people_rng)
     customer_people = _draw_people(params.n_customers, people_rng)
 
-    # Noise orders, all from their own stream
+    # Noise orders from their own streams, one of them for the products alone
     noise_orders = _draw_noise_orders(params, clock, true_orders, spend_rate, noise_rng)
     noise_times = _timestamps(params.start, noise_orders.calendar_days, params.history_days, noise_rng)
-    noise_lines = _split_into_lines(noise_orders.totals_cents, catalogue, noise_rng)
+    noise_slots = _line_slots(noise_orders.totals_cents, noise_rng)
+    noise_products = _choose_noise_products(
+        noise_slots, noise_orders.customer, tastes, params, catalogue, noise_lines_rng
+    )
+    noise_lines = _price_lines(noise_slots, noise_products, noise_orders.totals_cents, catalogue)
     guest_people = _draw_people(int((noise_orders.customer < 0).sum()), noise_rng)
 
     # The export, with exact copies of random rows as export glitches
@@ -916,6 +1425,7 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
     orders = orders.sort_values(["下单时间", "订单编号"], kind="stable", ignore_index=True)
 
     # The truth
+    catalogue_categories = np.array([spec.name for spec in _CATEGORIES])
     first_order = np.searchsorted(process.customer, np.arange(params.n_customers))
     customers = pd.DataFrame(
         {
@@ -930,6 +1440,8 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
             "nu": spend_rate,
             "alive": process.alive,
             "n_orders": np.bincount(process.customer, minlength=params.n_customers),
+            "favourite_category": catalogue_categories[tastes.favourite],
+            "second_category": np.where(tastes.second >= 0, catalogue_categories[tastes.second], ""),
         }
     )
     order_totals = pd.DataFrame(
@@ -949,7 +1461,13 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
         len(orders),
         n_duplicates,
     )
-    return DemoShop(orders=orders, customers=customers, order_totals=order_totals, parameters=params)
+    return DemoShop(
+        orders=orders,
+        customers=customers,
+        order_totals=order_totals,
+        parameters=params,
+        products=_products_frame(catalogue),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -968,8 +1486,12 @@ def _truth_document(shop: DemoShop) -> dict:
         "models": "BG/NBD and Gamma-Gamma in operational time (see seasonal_peaks), one true order per customer-day",
         "parameters": parameters,
         "seasonal_peaks": [peak._asdict() for peak in SEASONAL_PEAKS],
+        "complement_groups": [list(group) for group in COMPLEMENT_GROUPS],
+        "next_order_complement_days": NEXT_ORDER_COMPLEMENT_DAYS,
+        "replenishment_cycle_days": dict(REPLENISHMENT_CYCLE_DAYS),
         "counts": {
             "customers": len(shop.customers),
+            "products": len(shop.products),
             "alive_at_end": int(shop.customers["alive"].sum()),
             "rows": len(shop.orders),
             "duplicate_rows": int(shop.orders.duplicated().sum()),
