@@ -20,6 +20,7 @@ from revopt import __version__
 from revopt.errors import RevoptError, RevoptWarning
 from revopt.i18n import LANGUAGES, Translator, catalog, detect_language, message
 from revopt.ingest import DUPLICATE_MODES, FIELDS
+from revopt.recommend import BASKET_KEYS, METHODS as RECOMMEND_METHODS
 from revopt.selection import MODEL_CHOICES
 from revopt.timeunits import TIME_UNITS
 
@@ -47,11 +48,36 @@ def _date_parser(language: str):
     return parse
 
 
+def _positive_int(language: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(message("cli.bad_positive_int", language, value=repr(text)))
+        return value
+
+    return parse
+
+
 def _argparse_translation(language: str):
     """Return a replacement for argparse's gettext that maps its English texts to ``language``."""
     entries = [entry for message_id, entry in catalog().items() if message_id.startswith("cli.argparse.")]
     table = {entry["en"]: entry[language] for entry in entries}
     return lambda text: table.get(text, text)
+
+
+def _add_ingest_options(parser: argparse.ArgumentParser, t) -> None:
+    parser.add_argument("--tz", help=t("cli.help.tz"))
+    parser.add_argument("--map", action="append", default=[], metavar="COLUMN=FIELD",
+                        help=t("cli.help.map", fields=", ".join(FIELDS)))
+    parser.add_argument("--dayfirst", action="store_true", default=None, help=t("cli.help.dayfirst"))
+    parser.add_argument("--date-format", help=t("cli.help.date_format"))
+    parser.add_argument("--duplicates", choices=DUPLICATE_MODES, default="auto", help=t("cli.help.duplicates"))
+    parser.add_argument("--max-invalid", type=float, default=0.01, help=t("cli.help.max_invalid"))
+    parser.add_argument("--workspace", type=Path, help=t("cli.help.workspace"))
+    parser.add_argument("--memory-limit", default="4GB", help=t("cli.help.memory_limit"))
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser, t) -> None:
@@ -60,18 +86,14 @@ def _add_analysis_options(parser: argparse.ArgumentParser, t) -> None:
     parser.add_argument("--horizon", default="12M", help=t("cli.help.horizon"))
     parser.add_argument("--discount-rate", type=float, default=0.10, help=t("cli.help.discount_rate"))
     parser.add_argument("--margin", type=float, default=1.0, help=t("cli.help.margin"))
-    parser.add_argument("--tz", help=t("cli.help.tz"))
     parser.add_argument("--currency", default="CNY", help=t("cli.help.currency"))
-    parser.add_argument("--map", action="append", default=[], metavar="COLUMN=FIELD",
-                        help=t("cli.help.map", fields=", ".join(FIELDS)))
-    parser.add_argument("--dayfirst", action="store_true", default=None, help=t("cli.help.dayfirst"))
-    parser.add_argument("--date-format", help=t("cli.help.date_format"))
-    parser.add_argument("--duplicates", choices=DUPLICATE_MODES, default="auto", help=t("cli.help.duplicates"))
-    parser.add_argument("--max-invalid", type=float, default=0.01, help=t("cli.help.max_invalid"))
-    parser.add_argument("--workspace", type=Path, help=t("cli.help.workspace"))
+    _add_ingest_options(parser, t)
     parser.add_argument("--backend", help=t("cli.help.backend"))
-    parser.add_argument("--memory-limit", default="4GB", help=t("cli.help.memory_limit"))
     parser.add_argument("--model", choices=MODEL_CHOICES, default="auto", help=t("cli.help.model"))
+    parser.add_argument("--churn-days", type=_positive_int(t.language), default=90, help=t("cli.help.churn_days"))
+    parser.add_argument("--top-k", type=_positive_int(t.language), default=10, help=t("cli.help.top_k"))
+    parser.add_argument("--actions", type=Path, help=t("cli.help.actions"))
+    parser.add_argument("--shop-name", help=t("cli.help.shop_name"))
 
 
 def _add_common_options(parser: argparse.ArgumentParser, t) -> None:
@@ -110,6 +132,28 @@ def build_parser(language: str) -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2025, help=t("cli.help.seed"))
     _add_analysis_options(demo, t)
     _add_common_options(demo, t)
+
+    recommend = commands.add_parser("recommend", help=t("cli.help.recommend"), description=t("cli.help.recommend"))
+    recommend.add_argument("orders", help=t("cli.help.orders"))
+    recommend.add_argument("--out", type=Path, required=True, help=t("cli.help.recommend_out"))
+    recommend.add_argument("-k", type=_positive_int(language), default=10, help=t("cli.help.top_k"))
+    recommend.add_argument("--method", choices=("auto", *RECOMMEND_METHODS), default="auto",
+                           help=t("cli.help.recommend_method"))
+    recommend.add_argument("--basket", choices=BASKET_KEYS, default="order", help=t("cli.help.basket"))
+    recommend.add_argument("--customer", action="append", default=[], help=t("cli.help.customer"))
+    _add_ingest_options(recommend, t)
+    _add_common_options(recommend, t)
+
+    export = commands.add_parser("export", help=t("cli.help.export"), description=t("cli.help.export"))
+    export.add_argument("run", type=Path, help=t("cli.help.run_dir"))
+    export.add_argument("--out", type=Path, help=t("cli.help.export_out"))
+    _add_common_options(export, t)
+
+    preview = commands.add_parser("preview", help=t("cli.help.preview"), description=t("cli.help.preview"))
+    preview.add_argument("run", type=Path, help=t("cli.help.run_dir"))
+    preview.add_argument("--action", help=t("cli.help.action"))
+    preview.add_argument("-n", type=_positive_int(language), default=3, help=t("cli.help.preview_n"))
+    _add_common_options(preview, t)
     return parser
 
 
@@ -138,7 +182,8 @@ def _settings(args):
         discount_rate=args.discount_rate, margin=args.margin, tz=args.tz, currency=args.currency,
         language=args.lang, column_map=tuple(args.map), dayfirst=args.dayfirst, date_format=args.date_format,
         duplicates=args.duplicates, max_invalid_share=args.max_invalid, workspace=args.workspace,
-        backend=args.backend, memory_limit=args.memory_limit, model=args.model,
+        backend=args.backend, memory_limit=args.memory_limit, model=args.model, churn_days=args.churn_days,
+        top_k=args.top_k, actions_config=args.actions, shop_name=args.shop_name,
     )
 
 
@@ -216,6 +261,69 @@ def _run_demo(args, language: str) -> None:
                   reason=result.selection.reason(language)))
 
 
+def _run_recommend(args, language: str) -> None:
+    from revopt.pipeline import AnalysisSettings, recommend_orders
+
+    def progress(step: str) -> None:
+        if not args.quiet:
+            print(f"[revopt] {message(f'cli.step.{step}', language)} ...", file=sys.stderr, flush=True)
+
+    settings = AnalysisSettings(
+        tz=args.tz, language=args.lang, column_map=tuple(args.map), dayfirst=args.dayfirst,
+        date_format=args.date_format, duplicates=args.duplicates, max_invalid_share=args.max_invalid,
+        workspace=args.workspace, memory_limit=args.memory_limit,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = recommend_orders(args.orders, args.out, settings, k=args.k, method=args.method,
+                                      basket=args.basket, customers=tuple(args.customer), progress=progress)
+        finally:
+            _show_warnings(caught, language)
+    if result.evaluation is not None and not result.evaluation.empty:
+        print(message("cli.recommend.evaluation", language, split_date=result.split_date))
+        print(_metrics_table(result.evaluation, result.method))
+    print(message("cli.recommend.done", language, customers=result.stats["customers_recommended"], k=args.k,
+                  method=result.method, out_dir=args.out))
+    suffix = "zh" if language == "zh-CN" else "en"
+    for customer in args.customer:
+        for row in result.items[result.items.customer_id == customer].itertuples():
+            print(message("cli.recommend.item", language, customer_id=customer, rank=row.rank,
+                          product=row.product_name or row.product_id, reason=getattr(row, f"reason_{suffix}")))
+
+
+# Columns of the method comparison printed by `revopt recommend`.
+_PRINTED_METRICS = ("precision@5", "recall@5", "precision@10", "recall@10", "map@10", "ndcg@10", "coverage")
+
+
+def _metrics_table(evaluation, chosen: str) -> str:
+    columns = [column for column in _PRINTED_METRICS if column in evaluation.columns]
+    lines = ["  " + "method".ljust(16) + "".join(column.rjust(13) for column in columns)]
+    for row in evaluation.reset_index().to_dict("records"):
+        name = row["method"] + (" *" if row["method"] == chosen else "")
+        lines.append("  " + name.ljust(16) + "".join(f"{row[column]:13.4f}" for column in columns))
+    return "\n".join(lines)
+
+
+def _run_export(args, language: str) -> None:
+    from revopt.audience import export_audiences
+
+    out_dir = args.out or args.run / "audiences"
+    written = export_audiences(args.run, out_dir, language)
+    for action, path in written.items():
+        print(message("cli.export.written", language, action=message(f"actions.label.{action}", language),
+                      rows=sum(1 for _ in path.open(encoding="utf-8-sig")) - 1, path=path))
+    if not written:
+        print(message("cli.export.none", language))
+
+
+def _run_preview(args, language: str) -> None:
+    from revopt.audience import sample_messages
+
+    for sample in sample_messages(args.run, language, action=args.action, n=args.n):
+        print(message("cli.preview.line", language, **sample))
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
 
@@ -241,8 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "analyze":
             _run_analysis(args.orders, args.out, args, language)
-        else:
+        elif args.command == "demo":
             _run_demo(args, language)
+        elif args.command == "export":
+            _run_export(args, language)
+        elif args.command == "preview":
+            _run_preview(args, language)
+        else:
+            _run_recommend(args, language)
     except RevoptError as error:
         log.info("event=run_failed error=%s", error)
         print(message("cli.error", language, detail=error.localized(language)), file=sys.stderr)

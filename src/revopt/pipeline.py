@@ -10,6 +10,7 @@ succeeded, so a failed run leaves nothing half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -33,6 +34,7 @@ from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError,
 from revopt.i18n import detect_language
 from revopt.ingest import load_orders
 from revopt.holdout import holdout_report, holdout_validation, tracking_series
+from revopt.growth import GrowthSettings, grow_customers
 from revopt.kpis import compute_kpis
 from revopt import diagnostics
 from revopt.models import GammaGammaModel, customer_lifetime_value
@@ -46,7 +48,8 @@ __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
 log = logging.getLogger(__name__)
 
 
-OUTPUT_FILES = ("customers.parquet", "customers.csv", "model.json", "kpis.json", "report.html", "rejected.csv")
+OUTPUT_FILES = ("customers.parquet", "customers.csv", "recommendations.csv", "model.json", "kpis.json", "report.html",
+                "rejected.csv")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class AnalysisSettings:
     backend: object = None  # an Ibis backend URL such as pyspark://, or a connected Ibis backend
     model: str = "auto"
     memory_limit: str = DEFAULT_MEMORY_LIMIT
+    churn_days: int = 90
+    top_k: int = 10
+    actions_config: Path | None = None
+    shop_name: str | None = None
 
     def validated(self) -> AnalysisSettings:
         check_time_unit(self.time_unit)
@@ -78,6 +85,8 @@ class AnalysisSettings:
         check_range("--discount-rate", self.discount_rate, low=0.0, high=1.0)
         check_range("--margin", self.margin, low=0.0, high=1.0, low_inclusive=False)
         check_range("--max-invalid", self.max_invalid_share, low=0.0, high=1.0)
+        check_range("--churn-days", self.churn_days, low=1)
+        check_range("--top-k", self.top_k, low=1)
         detect_language(self.language)
         if self.model not in MODEL_CHOICES:
             raise ConfigError(message_id="errors.unknown_model", value=repr(self.model),
@@ -232,6 +241,13 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
             purchases, lines, settings, language, step, first_date=first_date, calibration_end=calibration_end,
             observation_end=observation_end, holdout=holdout,
         )
+        growth = grow_customers(
+            lines, purchases, customers, observation_end=observation_end, step=step, clv_margin=settings.margin,
+            settings=GrowthSettings(churn_days=settings.churn_days, top_k=settings.top_k,
+                                    actions_config=settings.actions_config, shop_name=settings.shop_name),
+        )
+    customers = customers.merge(growth.columns, on="customer_id", how="left", validate="one_to_one")
+    model.update(growth.summary)
     model["warnings"] = [
         {"en": warning.message.localized("en"), "zh-CN": warning.message.localized("zh-CN")}
         for warning in caught if isinstance(warning.message, RevoptWarning)
@@ -241,6 +257,7 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
 
     with step("write"):
         _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
+        growth.recommendations.to_csv(scratch / "recommendations.csv", index=False, encoding="utf-8-sig")
         from revopt.report import ReportData, write_report
 
         ingest_for_report = {key: value for key, value in ingest.items() if key != "columns"}
@@ -603,3 +620,62 @@ def _report_settings(settings: AnalysisSettings, orders, calibration_end, observ
         "calibration_end": calibration_end.isoformat() if holdout else None,
         "holdout_end": observation_end.isoformat() if holdout else None,
     }
+
+
+RECOMMEND_FILES = ("recommendations.csv", "recommendation_evaluation.csv")
+
+
+def recommend_orders(orders: str | Path, out_dir: str | Path, settings: AnalysisSettings = AnalysisSettings(), *,
+                     k: int = 10, method: str = "auto", basket: str = "order", customers: tuple[str, ...] = (),
+                     progress: Callable[[str], None] | None = None):
+    """Read ``orders`` and write the top ``k`` products per customer, with reasons, into ``out_dir``.
+
+    Unlike :func:`analyze`, an export without amounts (baskets only) is accepted. Writes
+    recommendations.csv (one row per customer and rank, reasons in zh-CN and en) and
+    recommendation_evaluation.csv (the time-split metrics of each method), both UTF-8 with BOM.
+
+    Returns
+    -------
+    revopt.recommend.RecommendationResult
+        With the reasons in ``items`` and ``stats["customers_recommended"]``.
+
+    Raises
+    ------
+    InputError
+        If one of ``customers`` (ids to check before anything is written) has no recommendation,
+        among the errors of :func:`revopt.recommend.recommend`.
+    """
+    from revopt.growth import LANGUAGE_SUFFIXES
+    from revopt.recommend import RecommendSettings, reason_text, recommend
+
+    settings = settings.validated()
+    out_dir = Path(out_dir)
+    step = _StepTimer(progress)
+    with tempfile.TemporaryDirectory(prefix=".revopt-") as scratch:
+        workspace = Path(settings.workspace) if settings.workspace else Path(scratch) / "workspace"
+        con = open_workspace(workspace, memory_limit=settings.memory_limit)
+        with step("ingest"):
+            tables, _, _ = load_orders(
+                orders, con=con, staging_dir=workspace / "staging", column_map=list(settings.column_map),
+                dayfirst=settings.dayfirst, date_format=settings.date_format, tz=settings.tz,
+                duplicates=settings.duplicates, max_invalid_share=settings.max_invalid_share, require_amount=False,
+            )
+        with step("recommend"):
+            result = recommend(tables.lines, k=k, method=method, settings=RecommendSettings(basket=basket))
+        items = result.items
+        recommended = int(items.customer_id.nunique())
+        if customers:
+            missing = sorted(set(customers) - set(items.customer_id))
+            if missing:
+                raise InputError(message_id="errors.unknown_customers", count=len(missing),
+                                 examples=", ".join(missing[:5]))
+        items = items.sort_values(["customer_id", "rank"]).reset_index(drop=True)
+        for language, suffix in LANGUAGE_SUFFIXES.items():
+            items[f"reason_{suffix}"] = [reason_text(row, language) for row in items.to_dict("records")]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        items.to_csv(out_dir / RECOMMEND_FILES[0], index=False, encoding="utf-8-sig")
+        evaluation = result.evaluation.reset_index() if result.evaluation is not None else pd.DataFrame()
+        evaluation.to_csv(out_dir / RECOMMEND_FILES[1], index=False, encoding="utf-8-sig")
+    result = dataclasses.replace(result, items=items, stats={**result.stats, "customers_recommended": recommended})
+    log.info("event=recommend_done customers=%d method=%s", recommended, result.method)
+    return result

@@ -145,7 +145,8 @@ def clean_orders(
         order_time=timestamp,
         amount=amount,
         quantity=parse_number(raw.raw_quantity),
-        product_id=raw.raw_product_id.strip(),
+        # An export that names products without ids (Groceries) identifies them by name.
+        product_id=(raw.raw_product_id.strip() if "product_id" in column_labels else raw.raw_product_name.strip()),
         product_name=raw.raw_product_name.strip(),
         status=raw.raw_status.strip(),
         is_duplicate=(duplicate_rank > 0) if drop_duplicates else ibis.literal(False),

@@ -29,6 +29,7 @@ from revopt import __version__
 from revopt.errors import ConfigError, InputError
 from revopt.i18n import LANGUAGES, Translator, catalog
 from revopt.report import charts
+from revopt.segments import SEGMENT_CODES, label
 
 __all__ = [
     "ReportData",
@@ -138,6 +139,9 @@ _SECTION_IDS = (
     ("tracking", "report.section.tracking"),
     ("model", "report.section.model"),
     ("at-risk", "report.section.at_risk"),
+    ("churn", "report.section.churn"),
+    ("recommendations", "report.section.recommendations"),
+    ("actions", "report.section.actions"),
 )
 
 
@@ -206,6 +210,13 @@ class ReportData:
         in :data:`TRACKING_COLUMNS` (``period_start`` a date, ``actual`` observed, ``predicted``
         expected by the model). None when no holdout is set.
 
+    The growth sections read ``model["churn"]`` (:meth:`revopt.churn.ChurnEvaluation.to_dict`
+    plus ``horizon_days``), ``model["recommendations"]`` (``method``, ``split_date`` and
+    ``evaluation``, a list of per-method metric records) and ``model["actions"]`` (``by_action``
+    and ``by_segment`` records of customers and expected value). Each may be None or absent, and
+    the section then says why it is empty. ``customers`` may carry ``next_best_action`` and
+    ``message_zh``/``message_en`` for the sample messages.
+
     Raises
     ------
     ConfigError
@@ -273,6 +284,9 @@ def render_report(data: ReportData) -> str:
         "at_risk": _at_risk(data, formats),
         "at_risk_minimum": formats.money(_MIN_AT_RISK),
         "at_risk_max_alive": formats.percent(AT_RISK_MAX_ALIVE),
+        "churn": _churn(data, formats),
+        "recommendations": _recommendations(data, formats),
+        "actions": _actions(data, formats),
     }
     page = _environment().get_template("report.html").render(context)
     logger.info("report_rendered language=%s customers=%d characters=%d", data.language, len(data.customers), len(page))
@@ -990,3 +1004,115 @@ def _at_risk(data: ReportData, formats: _Formats) -> list[dict[str, str]]:
             "at_risk": formats.money(at_risk[position]),
         })
     return rows
+
+
+# --- Section 10: churn model ---------------------------------------------------------------------
+
+_CHURN_SCORE_IDS = {
+    "model": "report.churn.score.model",
+    "bgnbd_p_alive": "report.churn.score.bgnbd_p_alive",
+    "bgnbd_no_purchase": "report.churn.score.bgnbd_no_purchase",
+}
+
+
+def _churn(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
+    """The learned churn model beside the BG/NBD baselines, on the later cut-off."""
+    churn = data.model.get("churn")
+    if not churn:
+        return None
+    rows = []
+    for name, title_id in _CHURN_SCORE_IDS.items():
+        metrics = (churn.get("scores") or {}).get(name)
+        if not metrics:
+            continue
+        rows.append({
+            "score": formats.translate(title_id),
+            "roc_auc": formats.number(metrics.get("roc_auc"), 3),
+            "pr_auc": formats.number(metrics.get("pr_auc"), 3),
+            "brier": formats.number(metrics.get("brier"), 3),
+            "lift": formats.number(metrics.get("top_decile_lift"), 2),
+            "capture": formats.percent(metrics.get("top_decile_capture")),
+        })
+    calibration = [
+        {"range": f"{formats.percent(bin_['lower'], 0)}-{formats.percent(bin_['upper'], 0)}",
+         "count": formats.count(bin_["count"]), "predicted": formats.percent(bin_.get("mean_predicted")),
+         "observed": formats.percent(bin_.get("observed_rate"))}
+        for bin_ in ((churn.get("scores") or {}).get("model") or {}).get("calibration") or [] if bin_["count"]
+    ]
+    setup = formats.translate(
+        "report.churn.setup", days=churn.get("horizon_days"), train_cutoff=churn.get("train_cutoff"),
+        eval_cutoff=churn.get("eval_cutoff"), end=churn.get("end"), customers=formats.count(churn.get("eval_customers")),
+        rate=formats.percent(churn.get("eval_churn_rate")),
+    )
+    verdict = formats.translate("report.churn.beats" if churn.get("beats_baseline") else "report.churn.not_beats")
+    return {"setup": setup, "verdict": verdict, "rows": rows, "calibration": calibration}
+
+
+# --- Section 11: recommendations -----------------------------------------------------------------
+
+_RECOMMENDATION_METRICS = ("precision@5", "recall@5", "precision@10", "recall@10", "map@10", "ndcg@10", "coverage")
+
+
+def _recommendations(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
+    """Every recommendation method beside the popularity baseline, on the time split."""
+    summary = data.model.get("recommendations")
+    if not summary:
+        return None
+    rows = []
+    for record in summary.get("evaluation") or []:
+        rows.append({
+            "method": formats.translate(f"report.recommendations.method.{record['method']}"),
+            "chosen": record["method"] == summary.get("method"),
+            "values": [formats.number(record.get(metric), 3) for metric in _RECOMMENDATION_METRICS],
+        })
+    chosen = formats.translate(f"report.recommendations.method.{summary.get('method')}")
+    caption = formats.translate("report.recommendations.caption", method=chosen, k=summary.get("k"),
+                                split_date=formats.date(summary.get("split_date")),
+                                as_of=formats.date(summary.get("as_of")))
+    return {"caption": caption, "metrics": _RECOMMENDATION_METRICS, "rows": rows}
+
+
+# --- Section 12: next best actions ----------------------------------------------------------------
+
+ACTION_ORDER = ("win_back", "cross_sell", "upsell", "replenishment_reminder", "loyalty_invitation", "no_contact")
+
+
+def _actions(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
+    """Customers and expected value per action by segment, and one sample message per action."""
+    summary = data.model.get("actions")
+    if not summary:
+        return None
+    by_segment = pd.DataFrame(summary.get("by_segment") or [])
+    if by_segment.empty:
+        return None
+    actions = [code for code in ACTION_ORDER if code in set(by_segment.next_best_action)]
+    segment_order = [code for code in SEGMENT_CODES if code in set(by_segment.segment)]
+    counts = by_segment.pivot_table(index="segment", columns="next_best_action", values="customers", aggfunc="sum",
+                                    fill_value=0)
+    values = by_segment.pivot_table(index="segment", columns="next_best_action", values="value", aggfunc="sum",
+                                    fill_value=0.0)
+    rows = []
+    for code in segment_order:
+        rows.append({
+            "segment": label(code, data.language),
+            "cells": [formats.count(counts.loc[code].get(action, 0)) for action in actions],
+            "value": formats.money(float(values.loc[code].sum())),
+        })
+    totals = {
+        "cells": [formats.count(counts[action].sum()) for action in actions],
+        "value": formats.money(float(values.to_numpy().sum())),
+    }
+    samples = []
+    suffix = "zh" if data.language == "zh-CN" else "en"
+    customers = data.customers
+    if {"next_best_action", f"message_{suffix}", "action_value"} <= set(customers.columns):
+        for action in actions:
+            chosen = customers[(customers.next_best_action == action) & customers[f"message_{suffix}"].notna()]
+            if len(chosen):
+                best = chosen.sort_values("action_value", ascending=False, kind="stable").iloc[0]
+                samples.append({"action": formats.translate(f"actions.label.{action}"),
+                                "text": str(best[f"message_{suffix}"])})
+    return {
+        "headers": [formats.translate(f"actions.label.{action}") for action in actions],
+        "rows": rows, "totals": totals, "samples": samples,
+    }
