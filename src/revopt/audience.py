@@ -21,7 +21,7 @@ __all__ = ["AUDIENCE_COLUMNS", "NO_CONTACT", "export_audiences", "load_run_custo
 log = logging.getLogger(__name__)
 
 NO_CONTACT = "no_contact"
-# Run columns an audience file carries, in this order; the message and labels follow in the chosen language.
+# Run columns an audience file carries, in this order. The message and labels follow in the chosen language.
 AUDIENCE_COLUMNS = ("customer_id", "customer_name", "next_best_action", "action_product", "coupon_value",
                     "action_value", "churn_probability", "clv")
 _NEEDED = ("customer_id", "next_best_action", "message_zh", "message_en")

@@ -34,7 +34,7 @@ __all__ = ["GrowthResult", "GrowthSettings", "grow_customers", "ACTION_COLUMNS"]
 log = logging.getLogger(__name__)
 
 LANGUAGE_SUFFIXES = {"zh-CN": "zh", "en": "en"}
-# Recommendations per customer kept in customers.parquet; the long table keeps all k.
+# Recommendations per customer kept in customers.parquet. The long table keeps all k.
 TOP_IN_CUSTOMER_TABLE = 3
 ACTION_COLUMNS = ("next_best_action", "action_value", "coupon_value", "action_product")
 _REASON_SEPARATOR = {"zh-CN": "；", "en": "; "}
