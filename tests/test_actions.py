@@ -33,6 +33,8 @@ contact_cost = 1.0
 coupon_value = 10.0
 redemption_rate = 0.1
 save_rate = 0.2
+# Open to every customer, so that rows without a segment are valued too.
+eligible_segments = []
 
 [cross_sell]
 contact_cost = 1.0
@@ -51,6 +53,7 @@ contact_cost = 1.0
 coupon_value = 20.0
 redemption_rate = 0.5
 uplift_rate = 0.1
+eligible_segments = []
 
 [replenishment_reminder]
 contact_cost = 1.0
@@ -232,7 +235,7 @@ def test_replenishment_waits_for_due_date(hand_config):
 
 def test_eligible_segments_restrict_action(tmp_path):
     path = tmp_path / "actions.toml"
-    path.write_text(HAND_CONFIG.replace("uplift_rate = 0.1", 'uplift_rate = 0.1\neligible_segments = ["champions"]'),
+    path.write_text(HAND_CONFIG.replace("uplift_rate = 0.1\neligible_segments = []", 'uplift_rate = 0.1\neligible_segments = ["champions"]'),
                     encoding="utf-8")
     config = load_action_config(path)
     customers = hand_rows()

@@ -319,3 +319,23 @@ def test_baskets_without_amounts_load_only_when_allowed(tmp_path):
     assert counts.n == 38_765
     assert counts.amounts == 0
     assert tables.rejected.count().to_pyarrow().as_py() == 0
+
+
+def test_quoted_line_breaks_and_null_texts(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "订单编号,买家会员名,收货人姓名,性别,下单时间,实付金额\n"
+        'A1,m1,"王\n小明",男,2024-01-02 10:00:00,10\n'
+        "A2,m2,None,nan,2024-01-03 10:00:00,20\n"
+        'A3,m1,"王\n小明",男,2024-02-03 10:00:00,30\n',
+        encoding="utf-8",
+    )
+    tables, _, _ = load(path, tmp_path)
+    lines = tables.lines.order_by("order_id").to_pandas()
+
+    assert lines.order_id.tolist() == ["A1", "A2", "A3"]
+    assert lines.customer_name.iloc[0] == "王\n小明"
+    assert pd.isna(lines.customer_name.iloc[1])
+    assert pd.isna(lines.gender.iloc[1])
+    # Rows count as records, so a quoted cell spanning two lines does not shift later row numbers.
+    assert lines.source_row.tolist() == [2, 3, 4]

@@ -137,7 +137,7 @@ def test_upsell_names_both_products():
     for lang in ("zh-CN", "en"):
         text = render_message(row, "upsell", lang)
         assert "旗舰款机械键盘" in text
-        assert "机械键盘？" in text if lang == "zh-CN" else "enjoy 机械键盘?" in text
+        assert "买过机械键盘的您" in text if lang == "zh-CN" else "enjoy 机械键盘?" in text
     row["upsell_from_product_name"] = np.nan
     assert "升级款旗舰款机械键盘" in render_message(row, "upsell", "zh-CN")
     assert "None" not in render_message(row, "upsell", "en")
@@ -211,3 +211,16 @@ def test_render_does_not_touch_frame():
     render_messages(frame, "zh-CN")
     preview(frame, "en")
     pd.testing.assert_frame_equal(frame, before)
+
+
+@pytest.mark.parametrize(("currency", "zh", "en"), [
+    ("CNY", "20元", "¥20"), ("GBP", "20英镑", "£20"), ("usd", "20美元", "$20"), ("SGD", "20SGD", "20 SGD"),
+])
+def test_coupon_in_the_run_currency(currency, zh, en):
+    assert format_coupon(20, "zh-CN", currency) == zh
+    assert format_coupon(20, "en", currency) == en
+
+
+@pytest.mark.parametrize("gender", ["男士", "先生", "MALE"])
+def test_more_male_gender_words(gender):
+    assert salutation("李强", gender, "zh-CN") == "李先生"

@@ -301,6 +301,8 @@ def load_action_config(path: str | Path | None = None) -> ActionConfig:
     sources = [_DEFAULT_FILE_LABEL]
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(message_id="actions.config.is_folder", path=str(path))
         if not path.is_file():
             raise ConfigError(message_id="errors.no_such_path", path=str(path))
         try:

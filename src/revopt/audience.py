@@ -78,6 +78,8 @@ def sample_messages(run_dir: str | Path, language: str, *, action: str | None = 
     customers = load_run_customers(run_dir)
     suffix = _suffix(language)
     contacted = customers[customers.next_best_action != NO_CONTACT]
+    if action == NO_CONTACT:
+        raise InputError(message_id="errors.no_contact_no_message")
     if action is not None:
         contacted = contacted[contacted.next_best_action == action]
         if contacted.empty:

@@ -286,6 +286,8 @@ def _run_recommend(args, language: str) -> None:
     print(message("cli.recommend.done", language, customers=result.stats["customers_recommended"], k=args.k,
                   method=result.method, out_dir=args.out))
     suffix = "zh" if language == "zh-CN" else "en"
+    for customer in result.stats["customers_without_recommendations"]:
+        print(message("cli.recommend.none_for", language, customer_id=customer))
     for customer in args.customer:
         for row in result.items[result.items.customer_id == customer].itertuples():
             print(message("cli.recommend.item", language, customer_id=customer, rank=row.rank,

@@ -29,7 +29,7 @@ from revopt.errors import DataQualityWarning, FitError, InputError
 from revopt.messages import render_messages
 from revopt.recommend import reason_text, recommend
 
-__all__ = ["GrowthResult", "GrowthSettings", "grow_customers", "ACTION_COLUMNS"]
+__all__ = ["GrowthResult", "GrowthSettings", "grow_customers", "recommendation_table", "ACTION_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,12 @@ LANGUAGE_SUFFIXES = {"zh-CN": "zh", "en": "en"}
 TOP_IN_CUSTOMER_TABLE = 3
 ACTION_COLUMNS = ("next_best_action", "action_value", "coupon_value", "action_product")
 _REASON_SEPARATOR = {"zh-CN": "；", "en": "; "}
+# Churn reasons are written only for customers at least this likely to churn: for a customer likely
+# to stay, the features that push churn up a little read as alarms that the probability does not support.
+REASONS_MIN_PROBABILITY = 0.5
+MONEY_DECIMALS = 2
+# The default action config's money (costs, coupons) is in CNY.
+DEFAULT_CONFIG_CURRENCIES = frozenset({"CNY", "RMB"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class GrowthSettings:
     top_k: int = 10
     actions_config: Path | None = None
     shop_name: str | None = None
+    currency: str = "CNY"
 
 
 @dataclass
@@ -83,6 +90,9 @@ def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataF
         ``columns`` is indexed by customer_id, in the order of ``customers``.
     """
     config = load_action_config(settings.actions_config)
+    if settings.actions_config is None and settings.currency.upper() not in DEFAULT_CONFIG_CURRENCIES:
+        warnings.warn(DataQualityWarning(message_id="warnings.actions_in_cny", currency=settings.currency),
+                      stacklevel=2)
     frame = customers[["customer_id"]].copy()
     summary: dict = {"churn": None, "recommendations": None, "actions": None}
 
@@ -101,7 +111,7 @@ def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataF
     if recs is not None:
         result, summary["recommendations"] = recs
         frame = frame.merge(_offers(result, lines), on="customer_id", how="left")
-        long_table = _long_table(result)
+        long_table = recommendation_table(result)
 
     with step("actions"):
         profile = _profiles(lines)
@@ -112,17 +122,20 @@ def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataF
         inputs = inputs.rename(columns={"probability_alive": "p_alive"})
         inputs["clv"] = inputs["clv"] / clv_margin * config.margin_rate
         chosen = _choose(inputs, config, observation_end)
-        messages = {suffix: render_messages(chosen, language, shop_name=settings.shop_name)
+        messages = {suffix: render_messages(chosen, language, shop_name=settings.shop_name,
+                                            currency=settings.currency)
                     for language, suffix in LANGUAGE_SUFFIXES.items()}
     columns = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
+    for name in [c for c in columns.columns if c.endswith("_price")]:
+        columns[name] = columns[name].round(MONEY_DECIMALS)
     columns["customer_name"] = inputs["customer_name"].to_numpy()
     columns["gender"] = inputs["gender"].to_numpy()
     columns["next_best_action"] = chosen["next_best_action"].to_numpy()
     for language, suffix in LANGUAGE_SUFFIXES.items():
         labels = {code: action_label(code, language) for code in chosen["next_best_action"].unique()}
         columns[f"next_best_action_{suffix}"] = chosen["next_best_action"].map(labels).to_numpy()
-    columns["action_value"] = chosen["action_value"].to_numpy()
-    columns["coupon_value"] = chosen["coupon_value"].to_numpy()
+    columns["action_value"] = chosen["action_value"].round(MONEY_DECIMALS).to_numpy()
+    columns["coupon_value"] = chosen["coupon_value"].round(MONEY_DECIMALS).to_numpy()
     columns["action_product"] = chosen["action_product_name"].to_numpy()
     for suffix, texts in messages.items():
         columns[f"message_{suffix}"] = texts.to_numpy()
@@ -150,8 +163,10 @@ def _churn(lines, purchases, observation_end: dt.date, settings: GrowthSettings)
         _warn_skipped("churn", error)
         return None
     scores = model.score(lines, purchases, as_of=observation_end)
+    likely = scores.churn_probability.to_numpy() >= REASONS_MIN_PROBABILITY
     for language, suffix in LANGUAGE_SUFFIXES.items():
-        scores[f"churn_reasons_{suffix}"] = _reason_texts(scores, language, settings.churn_days)
+        texts = _reason_texts(scores, language, settings.churn_days)
+        scores[f"churn_reasons_{suffix}"] = np.where(likely, texts, "")
     keep = ["customer_id", "churn_probability", "churn_reasons_zh", "churn_reasons_en"]
     summary = model.evaluation.to_dict() | {"horizon_days": settings.churn_days, "features": list(model.features)}
     return scores[keep], summary
@@ -165,7 +180,8 @@ def _reason_texts(scores: pd.DataFrame, language: str, horizon_days: int) -> lis
     for row in scores[[name for pair in columns for name in pair]].itertuples(index=False):
         parts = [churn_reason(feature, value, language, horizon_days=horizon_days)
                  for feature, value in zip(row[0::2], row[1::2]) if isinstance(feature, str)]
-        texts.append(separator.join(parts))
+        # Two features can have the same explanation (a missing value with one known cause).
+        texts.append(separator.join(dict.fromkeys(parts)))
     return texts
 
 
@@ -188,12 +204,19 @@ def _recommendations(lines: ibis.Table, observation_end: dt.date, settings: Grow
 
 
 def _offers(result, lines: ibis.Table) -> pd.DataFrame:
-    """One row per customer: the top recommendations, the cross-sell, upsell and replenishment offers."""
+    """One row per customer: the top recommendations, the cross-sell, upsell and replenishment offers.
+
+    The cross-sell offer is the best-ranked recommendation that the customer has never bought: a
+    product bought before is a repeat purchase, which the replenishment reminder covers.
+    """
     items = result.items.sort_values(["customer_id", "rank"])
     top = items[items["rank"] <= TOP_IN_CUSTOMER_TABLE].pivot(index="customer_id", columns="rank",
                                                                values="product_name")
     top.columns = [f"recommendation_{rank}" for rank in top.columns]
-    first = items.groupby("customer_id", sort=False).head(1).set_index("customer_id")
+    bought = _bought_products(lines)
+    new_to_customer = items.merge(bought, on=["customer_id", "product_id"], how="left", indicator=True)
+    new_to_customer = new_to_customer[new_to_customer["_merge"] == "left_only"]
+    first = new_to_customer.groupby("customer_id", sort=False).head(1).set_index("customer_id")
     # The chosen method's measured hit rate: the chance that one recommended product is bought in
     # the test window, the same for every customer, since the methods' scores are not probabilities.
     hit_rate = _hit_rate(result)
@@ -224,6 +247,12 @@ def _offers(result, lines: ibis.Table) -> pd.DataFrame:
     return offers.rename_axis("customer_id").reset_index()
 
 
+def _bought_products(lines: ibis.Table) -> pd.DataFrame:
+    """Distinct (customer, product) pairs of every purchase line, over the whole history."""
+    bought = lines.filter(lines.customer_id.notnull() & lines.product_id.notnull() & ~lines.is_return)
+    return bought.select("customer_id", "product_id").distinct().to_pandas()
+
+
 def _hit_rate(result) -> float:
     if result.evaluation is None or result.evaluation.empty:
         return np.nan
@@ -240,7 +269,8 @@ def _product_prices(lines: ibis.Table) -> pd.Series:
     return prices.set_index("product_name").price
 
 
-def _long_table(result) -> pd.DataFrame:
+def recommendation_table(result) -> pd.DataFrame:
+    """The chosen method's top-k rows per customer, with the reason written out in zh-CN and en."""
     table = result.items.sort_values(["customer_id", "rank"]).reset_index(drop=True)
     for language, suffix in LANGUAGE_SUFFIXES.items():
         table[f"reason_{suffix}"] = [reason_text(row, language) for row in table.to_dict("records")]

@@ -40,8 +40,8 @@ COMPOUND_SURNAMES = frozenset({
     "東郭", "濮陽", "赫連",
 })
 
-_MALE = frozenset({"男", "男性", "m", "male", "man"})
-_FEMALE = frozenset({"女", "女性", "f", "female", "woman"})
+_MALE = frozenset({"男", "男性", "男士", "先生", "m", "male", "man"})
+_FEMALE = frozenset({"女", "女性", "女士", "小姐", "f", "female", "woman"})
 _HONORIFIC = {"zh-CN": {"male": "先生", "female": "女士"}, "en": {"male": "Mr", "female": "Ms"}}
 _NO_NAME = {"zh-CN": "亲爱的顾客", "en": "customer"}
 
@@ -135,13 +135,20 @@ def salutation(name: object, gender: object, lang: str) -> str:
     return clean
 
 
-def format_coupon(value: object, lang: str) -> str:
-    """Format a coupon value in CNY for ``lang`` (``20元`` or ``¥20``); "" for none, 0 or NaN.
+# Currency symbols (en) and words (zh-CN) for coupon values; other ISO codes are written as the code.
+_CURRENCY_SYMBOLS = {"CNY": "¥", "RMB": "¥", "USD": "$", "GBP": "£", "EUR": "€", "HKD": "HK$", "JPY": "¥"}
+_CURRENCY_WORDS = {"CNY": "元", "RMB": "元", "USD": "美元", "GBP": "英镑", "EUR": "欧元", "HKD": "港元", "JPY": "日元"}
+
+
+def format_coupon(value: object, lang: str, currency: str = "CNY") -> str:
+    """Format a coupon value in ``currency`` for ``lang`` (``20元`` or ``¥20``); "" for none, 0 or NaN.
 
     Examples
     --------
     >>> format_coupon(20, "zh-CN"), format_coupon(12.5, "en"), format_coupon(0, "en")
     ('20元', '¥12.50', '')
+    >>> format_coupon(5, "en", "GBP"), format_coupon(5, "zh-CN", "GBP"), format_coupon(5, "en", "SGD")
+    ('£5', '5英镑', '5 SGD')
     """
     language = detect_language(lang)
     try:
@@ -151,7 +158,11 @@ def format_coupon(value: object, lang: str) -> str:
     if not (math.isfinite(amount) and amount > 0):
         return ""
     text = f"{amount:.0f}" if amount.is_integer() else f"{amount:.2f}"
-    return f"{text}元" if language == "zh-CN" else f"¥{text}"
+    code = str(currency).strip().upper()
+    if language == "zh-CN":
+        return f"{text}{_CURRENCY_WORDS.get(code, code)}"
+    symbol = _CURRENCY_SYMBOLS.get(code)
+    return f"{symbol}{text}" if symbol else f"{text} {code}"
 
 
 @cache
@@ -168,20 +179,23 @@ def _field(row: Mapping, key: str) -> object:
     return row[key] if key in row else None
 
 
-def render_message(row: Mapping, action: str, lang: str, *, shop_name: str | None = None) -> str | None:
+def render_message(row: Mapping, action: str, lang: str, *, shop_name: str | None = None,
+                   currency: str = "CNY") -> str | None:
     """Render one customer's SMS text for ``action``.
 
     Parameters
     ----------
     row : Mapping
         One customer, such as a row of :func:`revopt.actions.choose_actions`: ``customer_id``,
-        ``customer_name``, ``gender``, ``coupon_value`` (CNY), ``action_product_name`` and, for
-        upsell, ``upsell_from_product_name``. Missing keys and NaN count as unknown.
+        ``customer_name``, ``gender``, ``coupon_value`` (in ``currency``), ``action_product_name``
+        and, for upsell, ``upsell_from_product_name``. Missing keys and NaN count as unknown.
     action : str
         One of :data:`revopt.actions.ACTIONS`.
     lang : {"zh-CN", "en"}
     shop_name : str, optional
         The shop's signature, written as 【shop】 in zh-CN and [shop] in en. Default: none.
+    currency : str, default "CNY"
+        ISO code of the coupon's currency (see :func:`format_coupon`).
 
     Returns
     -------
@@ -211,13 +225,14 @@ def render_message(row: Mapping, action: str, lang: str, *, shop_name: str | Non
         salutation=salutation(_field(row, "customer_name"), _field(row, "gender"), language),
         product=product,
         from_product=_text(_field(row, "upsell_from_product_name")),
-        coupon=format_coupon(_field(row, "coupon_value"), language),
+        coupon=format_coupon(_field(row, "coupon_value"), language, currency),
         shop_name=_text(shop_name),
     )
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def render_messages(frame: pd.DataFrame, lang: str, *, shop_name: str | None = None) -> pd.Series:
+def render_messages(frame: pd.DataFrame, lang: str, *, shop_name: str | None = None,
+                    currency: str = "CNY") -> pd.Series:
     """Render each row's message for its ``next_best_action``.
 
     Parameters
@@ -235,7 +250,7 @@ def render_messages(frame: pd.DataFrame, lang: str, *, shop_name: str | None = N
     """
     language = detect_language(lang)
     texts = [
-        render_message(row, row["next_best_action"], language, shop_name=shop_name)
+        render_message(row, row["next_best_action"], language, shop_name=shop_name, currency=currency)
         for row in frame.to_dict(orient="records")
     ]
     return pd.Series(texts, index=frame.index, dtype="string", name="message")

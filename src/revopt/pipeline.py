@@ -244,7 +244,8 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
         growth = grow_customers(
             lines, purchases, customers, observation_end=observation_end, step=step, clv_margin=settings.margin,
             settings=GrowthSettings(churn_days=settings.churn_days, top_k=settings.top_k,
-                                    actions_config=settings.actions_config, shop_name=settings.shop_name),
+                                    actions_config=settings.actions_config, shop_name=settings.shop_name,
+                                    currency=settings.currency),
         )
     customers = customers.merge(growth.columns, on="customer_id", how="left", validate="one_to_one")
     model.update(growth.summary)
@@ -637,16 +638,17 @@ def recommend_orders(orders: str | Path, out_dir: str | Path, settings: Analysis
     Returns
     -------
     revopt.recommend.RecommendationResult
-        With the reasons in ``items`` and ``stats["customers_recommended"]``.
+        ``items`` as written (reasons in zh-CN and en), and in ``stats`` the number of customers
+        recommended to and which of ``customers`` got no recommendation (not in the export, or
+        every purchase returned).
 
     Raises
     ------
     InputError
-        If one of ``customers`` (ids to check before anything is written) has no recommendation,
-        among the errors of :func:`revopt.recommend.recommend`.
+        If the export has no product column, among the errors of :func:`revopt.recommend.recommend`.
     """
-    from revopt.growth import LANGUAGE_SUFFIXES
-    from revopt.recommend import RecommendSettings, reason_text, recommend
+    from revopt.growth import recommendation_table
+    from revopt.recommend import RecommendSettings, recommend
 
     settings = settings.validated()
     out_dir = Path(out_dir)
@@ -660,22 +662,20 @@ def recommend_orders(orders: str | Path, out_dir: str | Path, settings: Analysis
                 dayfirst=settings.dayfirst, date_format=settings.date_format, tz=settings.tz,
                 duplicates=settings.duplicates, max_invalid_share=settings.max_invalid_share, require_amount=False,
             )
+        if not {"product_id", "product_name"} & set(tables.stats["columns"]):
+            raise InputError(message_id="errors.no_product_column")
         with step("recommend"):
             result = recommend(tables.lines, k=k, method=method, settings=RecommendSettings(basket=basket))
-        items = result.items
-        recommended = int(items.customer_id.nunique())
-        if customers:
-            missing = sorted(set(customers) - set(items.customer_id))
-            if missing:
-                raise InputError(message_id="errors.unknown_customers", count=len(missing),
-                                 examples=", ".join(missing[:5]))
-        items = items.sort_values(["customer_id", "rank"]).reset_index(drop=True)
-        for language, suffix in LANGUAGE_SUFFIXES.items():
-            items[f"reason_{suffix}"] = [reason_text(row, language) for row in items.to_dict("records")]
+        recommended = int(result.items.customer_id.nunique())
+        missing = sorted(set(customers) - set(result.items.customer_id))
+        if missing:
+            log.info("event=customers_without_recommendations count=%d examples=%s", len(missing), missing[:5])
+        items = recommendation_table(result)
         out_dir.mkdir(parents=True, exist_ok=True)
         items.to_csv(out_dir / RECOMMEND_FILES[0], index=False, encoding="utf-8-sig")
         evaluation = result.evaluation.reset_index() if result.evaluation is not None else pd.DataFrame()
         evaluation.to_csv(out_dir / RECOMMEND_FILES[1], index=False, encoding="utf-8-sig")
-    result = dataclasses.replace(result, items=items, stats={**result.stats, "customers_recommended": recommended})
+    stats = {**result.stats, "customers_recommended": recommended, "customers_without_recommendations": missing}
+    result = dataclasses.replace(result, items=items, stats=stats)
     log.info("event=recommend_done customers=%d method=%s", recommended, result.method)
     return result

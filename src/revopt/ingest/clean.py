@@ -214,10 +214,14 @@ def clean_orders(
                        date_family=family.name if family else date_format)
 
 
+# Cell texts that mean "no value" after a trip through pandas, Excel or a database export.
+NULL_TEXTS = ("", "none", "nan", "nat", "null", "n/a", "#n/a")
+
+
 def _text_or_null(column: ibis.StringValue) -> ibis.StringValue:
-    """Trimmed text, with empty cells as null."""
+    """Trimmed text, with empty cells and the texts of :data:`NULL_TEXTS` as null."""
     trimmed = column.strip()
-    return ibis.ifelse(trimmed == "", ibis.null("string"), trimmed)
+    return ibis.ifelse(trimmed.lower().isin(NULL_TEXTS), ibis.null("string"), trimmed)
 
 
 def daily_purchases(lines: ibis.Table) -> ibis.Table:

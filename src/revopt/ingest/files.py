@@ -203,34 +203,52 @@ def _stage_text(con, path: Path, table: str, staging_dir: Path) -> StagedFile:
     first_data_line = 2 if has_header else 1
     if delimiter == WHITESPACE:
         relation = _read_whitespace(con, readable, headers, has_header)
+        staged = con.create_table(table, relation.mutate(source_row=ibis.row_number() + first_data_line),
+                                  overwrite=True)
     else:
-        relation = _read_delimited(con, readable, headers, has_header, delimiter, path)
-    relation = relation.mutate(source_row=ibis.row_number() + first_data_line)
-    staged = con.create_table(table, relation, overwrite=True)
+        staged = _stage_delimited(con, table, readable, headers, has_header, delimiter, path)
     rows = staged.count().execute()
     if rows == 0:
         raise InputError(message_id="errors.header_only", path=path)
     return StagedFile(path, table, headers, has_header, encoding, delimiter, int(rows))
 
 
-def _read_delimited(con, path: Path, headers, has_header: bool, delimiter: str, original: Path):
+def _stage_delimited(con, table: str, path: Path, headers, has_header: bool, delimiter: str, original: Path):
+    """Copy a delimited file into ``table``; a file with line breaks inside quoted cells is read on one thread.
+
+    DuckDB's parallel CSV scanner cannot pad short rows when a quoted cell spans lines (multi-line
+    addresses and remarks in Taobao exports), so such a file is read again without it.
+    """
     try:
-        relation = con.read_csv(
-            str(path),
-            delim=delimiter,
-            header=has_header,
-            all_varchar=True,
-            quote='"',
-            escape='"',
-            null_padding=True,
-            names=headers,
-        )
+        return _copy_delimited(con, table, path, headers, has_header, delimiter, parallel=True)
     except Exception as error:  # DuckDB raises its own error classes; map them to one message.
         first_line = str(error).strip().splitlines()[0]
+        if "quoted new lines" in str(error):
+            log.info("event=csv_single_thread file=%s reason=quoted line breaks", original)
+            try:
+                return _copy_delimited(con, table, path, headers, has_header, delimiter, parallel=False)
+            except Exception as retry_error:
+                error, first_line = retry_error, str(retry_error).strip().splitlines()[0]
         if "Out of Memory" in first_line:
             raise ConfigError(message_id="errors.out_of_memory", path=original, detail=first_line) from error
         raise InputError(message_id="errors.unreadable_table", path=original, detail=first_line) from error
-    return relation
+
+
+def _copy_delimited(con, table: str, path: Path, headers, has_header: bool, delimiter: str, *, parallel: bool):
+    relation = con.read_csv(
+        str(path),
+        delim=delimiter,
+        header=has_header,
+        all_varchar=True,
+        quote='"',
+        escape='"',
+        null_padding=True,
+        names=headers,
+        parallel=parallel,
+    )
+    # Rows are numbered as records: a record whose quoted cell spans lines counts once.
+    relation = relation.mutate(source_row=ibis.row_number() + (2 if has_header else 1))
+    return con.create_table(table, relation, overwrite=True)
 
 
 def _read_whitespace(con, path: Path, headers, has_header: bool):

@@ -287,6 +287,7 @@ def render_report(data: ReportData) -> str:
         "churn": _churn(data, formats),
         "recommendations": _recommendations(data, formats),
         "actions": _actions(data, formats),
+        "currency": formats.currency,
     }
     page = _environment().get_template("report.html").render(context)
     logger.info("report_rendered language=%s customers=%d characters=%d", data.language, len(data.customers), len(page))
