@@ -219,10 +219,37 @@ def _run_analysis(orders, out_dir: Path, args, language: str):
         print(message("cli.analyze.holdout", language, predicted=holdout["predicted_total"],
                       actual=holdout["actual_total"], mae=holdout["mae"]))
     print(message("cli.analyze.model", language, reason=result.selection.reason(language)))
+    _print_growth(result.model, language)
     print(message("cli.analyze.done", language, customers=len(result.customers), horizon=args.horizon,
                   clv_total=float(result.customers.clv.sum()), currency=args.currency, out_dir=out_dir))
     print(message("cli.analyze.report", language, path=out_dir / "report.html"))
     return result
+
+
+def _print_growth(model: dict, language: str) -> None:
+    """One line each for the churn model against its baseline, the recommendation method and the actions."""
+    churn = model.get("churn")
+    if churn:
+        scores = churn["scores"]
+        baseline = max(scores["bgnbd_no_purchase"]["roc_auc"], scores["bgnbd_p_alive"]["roc_auc"])
+        verdict = message("cli.analyze.beats" if churn["beats_baseline"] else "cli.analyze.not_beats", language)
+        print(message("cli.analyze.churn", language, auc=scores["model"]["roc_auc"], baseline=baseline,
+                      verdict=verdict))
+    recommendations = model.get("recommendations")
+    if recommendations:
+        evaluation = {row["method"]: row for row in recommendations.get("evaluation") or []}
+        chosen = evaluation.get(recommendations["method"], {})
+        popularity = evaluation.get("popularity", {})
+        print(message("cli.analyze.recommend", language, method=recommendations["method"],
+                      recall=chosen.get("recall@10", float("nan")),
+                      popularity=popularity.get("recall@10", float("nan"))))
+    actions = model.get("actions")
+    if actions:
+        labels = [(message(f"actions.label.{row['next_best_action']}", language), row["customers"])
+                  for row in actions["by_action"]]
+        separator = "、" if language == "zh-CN" else ", "
+        counts = separator.join(f"{label} {count:,}" for label, count in labels)
+        print(message("cli.analyze.actions", language, counts=counts))
 
 
 def _show_warnings(caught, language: str) -> None:
