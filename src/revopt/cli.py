@@ -17,7 +17,7 @@ import duckdb
 from pathlib import Path
 
 from revopt import __version__
-from revopt.errors import RevoptError, RevoptWarning
+from revopt.errors import ConfigError, RevoptError, RevoptWarning
 from revopt.i18n import LANGUAGES, Translator, catalog, detect_language, message
 from revopt.ingest import DUPLICATE_MODES, FIELDS
 from revopt.recommend import BASKET_KEYS, METHODS as RECOMMEND_METHODS
@@ -121,7 +121,7 @@ def build_parser(language: str) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help=t("cli.help.analyze"), description=t("cli.help.analyze"))
-    analyze.add_argument("orders", help=t("cli.help.orders"))
+    analyze.add_argument("orders", nargs="?", help=t("cli.help.orders_optional"))
     analyze.add_argument("--out", type=Path, required=True, help=t("cli.help.out"))
     _add_analysis_options(analyze, t)
     _add_common_options(analyze, t)
@@ -132,6 +132,11 @@ def build_parser(language: str) -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2025, help=t("cli.help.seed"))
     _add_analysis_options(demo, t)
     _add_common_options(demo, t)
+
+    ingest = commands.add_parser("ingest", help=t("cli.help.ingest"), description=t("cli.help.ingest"))
+    ingest.add_argument("orders", help=t("cli.help.orders"))
+    _add_ingest_options(ingest, t)
+    _add_common_options(ingest, t)
 
     recommend = commands.add_parser("recommend", help=t("cli.help.recommend"), description=t("cli.help.recommend"))
     recommend.add_argument("orders", help=t("cli.help.orders"))
@@ -288,6 +293,25 @@ def _run_demo(args, language: str) -> None:
                   reason=result.selection.reason(language)))
 
 
+def _run_ingest(args, language: str) -> None:
+    from revopt.store import add_orders
+
+    if args.workspace is None:
+        raise ConfigError(message_id="errors.ingest_needs_workspace")
+    if not args.quiet:
+        print(f"[revopt] {message('cli.step.ingest', language)} ...", file=sys.stderr, flush=True)
+    report = add_orders(
+        args.orders, args.workspace, memory_limit=args.memory_limit, column_map=list(args.map),
+        dayfirst=args.dayfirst, date_format=args.date_format, tz=args.tz, duplicates=args.duplicates,
+        max_invalid_share=args.max_invalid,
+    )
+    print(message("cli.ingest.added", language, lines=report.lines_added, orders=report.orders_added,
+                  rejected=report.rows_rejected, workspace=args.workspace))
+    if report.lines_skipped:
+        print(message("cli.ingest.skipped", language, lines=report.lines_skipped, orders=report.orders_skipped))
+    print(message("cli.ingest.stored", language, lines=report.stored_lines, orders=report.stored_orders))
+
+
 def _run_recommend(args, language: str) -> None:
     from revopt.pipeline import AnalysisSettings, recommend_orders
 
@@ -380,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_analysis(args.orders, args.out, args, language)
         elif args.command == "demo":
             _run_demo(args, language)
+        elif args.command == "ingest":
+            _run_ingest(args, language)
         elif args.command == "export":
             _run_export(args, language)
         elif args.command == "preview":

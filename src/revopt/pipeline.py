@@ -36,6 +36,7 @@ from revopt.ingest import load_orders
 from revopt.holdout import holdout_report, holdout_validation, tracking_series
 from revopt.growth import GrowthSettings, grow_customers
 from revopt.kpis import compute_kpis
+from revopt.store import stored_tables
 from revopt import diagnostics
 from revopt.models import GammaGammaModel, customer_lifetime_value
 from revopt.selection import MODEL_CHOICES, PurchaseModelChoice, choose, comparison_records, fit_purchase_models
@@ -164,13 +165,16 @@ class _StepTimer:
 
 
 def analyze(
-    orders: str | Path,
+    orders: str | Path | None,
     out_dir: str | Path,
     settings: AnalysisSettings = AnalysisSettings(),
     *,
     progress: Callable[[str], None] | None = None,
 ) -> AnalysisResult:
     """Run the main job on ``orders`` and write every output file into ``out_dir``.
+
+    With ``orders=None`` the job runs on the orders stored in ``settings.workspace`` by
+    :func:`revopt.store.add_orders` (incremental daily loads).
 
     Raises
     ------
@@ -179,6 +183,8 @@ def analyze(
     """
     settings = settings.validated()
     language = detect_language(settings.language)
+    if orders is None and settings.workspace is None:
+        raise ConfigError(message_id="errors.no_orders_no_workspace")
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     try:
@@ -207,11 +213,15 @@ def analyze(
 def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, language: str, step) -> AnalysisResult:
     con = open_workspace(workspace, memory_limit=settings.memory_limit)
     with step("ingest"):
-        tables, staged, mapping = load_orders(
-            orders, con=con, staging_dir=workspace / "staging", column_map=list(settings.column_map),
-            dayfirst=settings.dayfirst, date_format=settings.date_format, tz=settings.tz,
-            duplicates=settings.duplicates, max_invalid_share=settings.max_invalid_share,
-        )
+        if orders is None:
+            tables = stored_tables(con, workspace)
+            orders = workspace
+        else:
+            tables, _, _ = load_orders(
+                orders, con=con, staging_dir=workspace / "staging", column_map=list(settings.column_map),
+                dayfirst=settings.dayfirst, date_format=settings.date_format, tz=settings.tz,
+                duplicates=settings.duplicates, max_invalid_share=settings.max_invalid_share,
+            )
     ingest = dict(tables.stats)
     log.info("event=ingest_done rows_read=%d rows_kept=%d rows_rejected=%d purchases=%d", ingest["rows_read"],
              ingest["rows_kept"], ingest["rows_rejected"], ingest["purchases"])

@@ -43,6 +43,7 @@ def load_orders(
     duplicates: str = "auto",
     max_invalid_share: float = 0.01,
     require_amount: bool = True,
+    table_prefix: str = "",
 ) -> tuple[CleanTables, list[StagedFile], ColumnMapping]:
     """Read ``orders`` into clean Ibis tables in ``con`` (a DuckDB connection).
 
@@ -68,6 +69,9 @@ def load_orders(
         Largest share of dates or amounts that may fail to parse (those rows are rejected); above it the run stops.
     require_amount : bool
         False accepts files without an amount (baskets for recommendations); their amounts are null.
+    table_prefix : str
+        Prefix of the workspace tables this call creates, so that a load beside stored tables
+        (see :mod:`revopt.store`) replaces none of them.
 
     Returns
     -------
@@ -80,7 +84,7 @@ def load_orders(
     staged: list[StagedFile] = []
     mappings: list[ColumnMapping] = []
     for index, path in enumerate(files):
-        file = stage_file(con, path, f"staged_{index}", staging_dir)
+        file = stage_file(con, path, f"{table_prefix}staged_{index}", staging_dir)
         mapping = resolve_columns(file.headers, overrides, source=str(path), require_amount=require_amount)
         if mappings and set(mapping.columns) != set(mappings[0].columns):
             raise ColumnMappingError(message_id="errors.files_differ", path=path, fields=", ".join(sorted(mapping.columns)),
@@ -103,6 +107,7 @@ def load_orders(
         tz=tz,
         duplicates=duplicates,
         max_invalid_share=max_invalid_share,
+        table_prefix=table_prefix,
         source=", ".join(path.name for path in files),
     )
     tables.stats["files"] = [str(path) for path in files]

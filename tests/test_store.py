@@ -1,0 +1,87 @@
+"""Incremental loads into a workspace: daily files added one by one, the same file twice, then analyze."""
+
+from __future__ import annotations
+
+import warnings
+
+import pandas as pd
+import pytest
+
+from revopt.cli import EXIT_INPUT_ERROR, main
+from revopt.demo import DemoParameters, generate_shop, write_export
+from revopt.errors import ConfigError, DataQualityWarning, InputError
+from revopt.pipeline import AnalysisSettings, analyze
+from revopt.store import add_orders
+
+SPLIT_DAY = "2025-07-01"
+
+
+@pytest.fixture(scope="module")
+def daily_files(tmp_path_factory):
+    """A demo export, and the same rows split into an early and a late file by order day."""
+    folder = tmp_path_factory.mktemp("store")
+    shop = generate_shop(DemoParameters(n_customers=800, seed=11))
+    whole = write_export(shop, folder / "all" / "orders.csv")
+    orders = pd.read_csv(whole, encoding="gbk", dtype=str)
+    early = orders[orders["下单时间"] < SPLIT_DAY]
+    late = orders[orders["下单时间"] >= SPLIT_DAY]
+    paths = {}
+    for name, part in (("early", early), ("late", late)):
+        paths[name] = folder / f"{name}.csv"
+        part.to_csv(paths[name], index=False, encoding="gbk")
+    return whole, paths["early"], paths["late"], len(orders)
+
+
+def test_same_file_twice_changes_nothing(daily_files, tmp_path):
+    _, early, late, rows = daily_files
+    first = add_orders(early, tmp_path / "ws", tz="Asia/Shanghai")
+    second = add_orders(late, tmp_path / "ws", tz="Asia/Shanghai")
+    again = add_orders(late, tmp_path / "ws", tz="Asia/Shanghai")
+
+    assert first.lines_skipped == 0 and second.lines_skipped == 0
+    assert first.rows_read + second.rows_read == rows
+    assert again.lines_added == 0 and again.orders_added == 0
+    assert again.lines_skipped == second.lines_added
+    assert again.orders_skipped == second.orders_added
+    assert again.stored_lines == second.stored_lines == first.lines_added + second.lines_added
+
+
+def test_analyze_workspace_matches_one_file(daily_files, tmp_path):
+    whole, early, late, _ = daily_files
+    for path in (early, late, late):
+        add_orders(path, tmp_path / "ws", tz="Asia/Shanghai")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataQualityWarning)
+        stored = analyze(None, tmp_path / "from-ws", AnalysisSettings(tz="Asia/Shanghai", workspace=tmp_path / "ws"))
+        single = analyze(whole, tmp_path / "from-file", AnalysisSettings(tz="Asia/Shanghai"))
+
+    columns = ["customer_id", "frequency", "recency", "T", "monetary_value", "total_revenue", "clv",
+               "probability_alive", "churn_probability", "next_best_action"]
+    pd.testing.assert_frame_equal(stored.customers[columns], single.customers[columns])
+    assert stored.ingest["rows_kept"] == single.ingest["rows_kept"]
+    assert stored.ingest["rows_rejected"] == single.ingest["rows_rejected"]
+    assert stored.ingest["lines_skipped_as_loaded"] > 0
+
+
+def test_workspace_errors(tmp_path, capsys):
+    with pytest.raises(InputError, match="holds no orders yet"):
+        analyze(None, tmp_path / "out", AnalysisSettings(workspace=tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="no orders file was given"):
+        analyze(None, tmp_path / "out", AnalysisSettings())
+
+    assert main(["ingest", "orders.csv", "--lang", "en"]) == EXIT_INPUT_ERROR
+    assert "needs --workspace" in capsys.readouterr().err
+
+
+def test_ingest_command_reports_skips(daily_files, tmp_path, capsys):
+    _, early, _, _ = daily_files
+    arguments = ["ingest", str(early), "--workspace", str(tmp_path / "ws"), "--tz", "Asia/Shanghai", "--lang", "en",
+                 "-q"]
+    assert main(arguments) == 0
+    first = capsys.readouterr().out
+    assert main(arguments) == 0
+    second = capsys.readouterr().out
+
+    assert "Added" in first and "Skipped" not in first
+    assert "Added 0 order lines of 0 new orders" in second
+    assert "that were already in the workspace" in second
