@@ -330,3 +330,16 @@ def test_pooled_bgnbd_standard_errors_small(bgnbd_fit):
     # Recovery within three standard errors means something only if the errors are small.
     for name, estimate in bgnbd_fit.params_.items():
         assert bgnbd_fit.standard_errors_[name] < 0.15 * estimate, name
+
+
+def test_generate_command_writes_parts(tmp_path, capsys):
+    from revopt.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "log"), "--customers", "1500", "--chunk", "600", "--lang", "en",
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    parts = sorted((tmp_path / "log" / "orders").glob("*.parquet"))
+
+    assert len(parts) == 3
+    assert "1,500 customers in 3 Parquet parts" in out
+    assert (tmp_path / "log" / "truth.json").is_file()

@@ -74,3 +74,9 @@ def test_analyze_on_spark_backend_matches_duckdb(spark_session, tmp_path):
     assert_same_numbers(on_spark.kpis, on_duckdb.kpis)
     np.testing.assert_allclose(on_spark.customers.clv, on_duckdb.customers.clv, rtol=1e-6)
     assert on_spark.model["holdout"]["actual_total"] == on_duckdb.model["holdout"]["actual_total"]
+    # The churn features run as the same Ibis expressions on Spark, so the learned model is the same.
+    np.testing.assert_allclose(on_spark.customers.churn_probability, on_duckdb.customers.churn_probability,
+                               rtol=1e-6, atol=1e-9)
+    assert on_spark.model["churn"]["scores"]["model"]["roc_auc"] == pytest.approx(
+        on_duckdb.model["churn"]["scores"]["model"]["roc_auc"], rel=1e-9)
+    assert on_spark.customers.next_best_action.tolist() == on_duckdb.customers.next_best_action.tolist()

@@ -133,6 +133,13 @@ def build_parser(language: str) -> argparse.ArgumentParser:
     _add_analysis_options(demo, t)
     _add_common_options(demo, t)
 
+    generate = commands.add_parser("generate", help=t("cli.help.generate"), description=t("cli.help.generate"))
+    generate.add_argument("--out", type=Path, required=True, help=t("cli.help.generate_out"))
+    generate.add_argument("--customers", type=_positive_int(language), default=1_000_000, help=t("cli.help.customers"))
+    generate.add_argument("--chunk", type=_positive_int(language), default=100_000, help=t("cli.help.chunk"))
+    generate.add_argument("--seed", type=int, default=2025, help=t("cli.help.seed"))
+    _add_common_options(generate, t)
+
     ingest = commands.add_parser("ingest", help=t("cli.help.ingest"), description=t("cli.help.ingest"))
     ingest.add_argument("orders", help=t("cli.help.orders"))
     _add_ingest_options(ingest, t)
@@ -293,6 +300,16 @@ def _run_demo(args, language: str) -> None:
                   reason=result.selection.reason(language)))
 
 
+def _run_generate(args, language: str) -> None:
+    from revopt.scalegen import write_scale_log
+
+    if not args.quiet:
+        print(f"[revopt] {message('cli.step.generate', language)} ...", file=sys.stderr, flush=True)
+    written = write_scale_log(args.out, n_customers=args.customers, chunk_customers=args.chunk, seed=args.seed)
+    print(message("cli.generate.written", language, customers=written.n_customers, rows=written.rows,
+                  parts=len(written.chunks), path=written.orders_dir, truth=written.truth_path))
+
+
 def _run_ingest(args, language: str) -> None:
     from revopt.store import add_orders
 
@@ -404,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_analysis(args.orders, args.out, args, language)
         elif args.command == "demo":
             _run_demo(args, language)
+        elif args.command == "generate":
+            _run_generate(args, language)
         elif args.command == "ingest":
             _run_ingest(args, language)
         elif args.command == "export":

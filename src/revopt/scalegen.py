@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 # which could leave a customer more orders than days, has probability e^-28 per customer.
 SCALE_PARAMETERS = DemoParameters(r=1.0, alpha=4.0)
 
-DEFAULT_CHUNK_CUSTOMERS = 200_000
+DEFAULT_CHUNK_CUSTOMERS = 100_000
 ORDERS_FOLDER = "orders"
 PRODUCTS_FILE_NAME = "products.parquet"
 PART_NAME_FORMAT = "part-{index:05d}.parquet"
@@ -165,7 +165,7 @@ def write_scale_log(
         missing. Parts, catalogue and truth of an earlier run in the same folder are replaced.
     n_customers : int
         Customers in the whole log, from 1 to :data:`MAX_CUSTOMERS`.
-    chunk_customers : int, default 200000
+    chunk_customers : int, default 100000
         Largest number of customers drawn at once. The customers are split into
         ``ceil(n_customers / chunk_customers)`` chunks of nearly equal size. Peak memory grows
         with this number and not with ``n_customers``: with :data:`SCALE_PARAMETERS` it measured
