@@ -122,6 +122,37 @@ def test_preview_and_export_from_cli(demo_run, tmp_path, capsys):
     assert "->" in capsys.readouterr().out
 
 
+def test_export_replaces_earlier_audiences_and_rounds(demo_run, tmp_path):
+    _, out = demo_run
+    (tmp_path / "audience_old_action.csv").write_text("stale", encoding="utf-8")
+    written = export_audiences(out, tmp_path, "en")
+    frame = pd.read_csv(next(iter(written.values())), encoding="utf-8-sig")
+
+    assert not (tmp_path / "audience_old_action.csv").exists()
+    assert (frame.action_value.round(2) == frame.action_value).all()
+
+
+def test_export_and_preview_bad_places(demo_run, tmp_path, capsys):
+    _, out = demo_run
+    target = tmp_path / "a-file"
+    target.write_text("x", encoding="utf-8")
+    assert main(["export", str(out), "--out", str(target), "--lang", "en"]) == EXIT_INPUT_ERROR
+    assert capsys.readouterr().err.count("\n") == 1
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "customers.parquet").write_bytes((out / "customers.parquet").read_bytes()[:500])
+    assert main(["preview", str(damaged), "--lang", "en"]) == EXIT_INPUT_ERROR
+    assert "is damaged" in capsys.readouterr().err
+
+
+def test_preview_uses_the_run_language(demo_run, capsys):
+    _, out = demo_run
+    assert main(["preview", str(out), "-n", "1"]) == 0
+    # The demo run was written in English, whatever this process's locale says.
+    assert "Dear" in capsys.readouterr().out
+
+
 def test_preview_unknown_action_and_missing_run(demo_run, tmp_path, capsys):
     _, out = demo_run
     with pytest.raises(InputError, match="no customer has the next best action"):
@@ -154,27 +185,38 @@ def test_cdnow_without_products_skips_recommendations(tmp_path):
 def test_recommend_groceries_baskets_from_names(tmp_path):
     path = dataset("groceries", "groceries_member_date_item.csv")
     result = recommend_orders(path, tmp_path, AnalysisSettings(language="en"), k=5, basket="customer_day",
-                              customers=("1808", "not-a-member"))
+                              customers=("1808",))
     items = pd.read_csv(tmp_path / "recommendations.csv", encoding="utf-8-sig", dtype={"customer_id": str})
 
     # SOURCE.md: 3,898 members; the file names items without ids, so names identify products.
     assert result.stats["customers_recommended"] == items.customer_id.nunique() <= 3898
     assert (items.groupby("customer_id")["rank"].max() <= 5).all()
     assert items.product_id.equals(items.product_name)
-    assert result.stats["customers_without_recommendations"] == ["not-a-member"]
+    assert result.stats["customers_without_recommendations"] == []
+    assert not items.bought_before.all()
     evaluation = pd.read_csv(tmp_path / "recommendation_evaluation.csv", encoding="utf-8-sig")
     assert "popularity" in set(evaluation.method)
 
 
-def test_recommend_reports_customers_without_recommendations(tmp_path, capsys):
+def test_recommend_unknown_customer_exits_2(tmp_path, capsys):
+    path = dataset("groceries", "groceries_member_date_item.csv")
+    code = main(["recommend", str(path), "--out", str(tmp_path / "out"), "--basket", "customer_day", "--lang", "en",
+                 "-q", "--customer", "not-a-member", "--customer", "1808"])
+    error = capsys.readouterr().err
+
+    assert code == EXIT_INPUT_ERROR
+    assert "1 of the customers asked for are not in the export, for example not-a-member" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_recommend_prints_customer_lists(tmp_path, capsys):
     path = dataset("groceries", "groceries_member_date_item.csv")
     code = main(["recommend", str(path), "--out", str(tmp_path), "--basket", "customer_day", "--lang", "en", "-q",
-                 "--customer", "not-a-member", "--customer", "1808"])
+                 "--customer", "1808", "-k", "3"])
     out = capsys.readouterr().out
 
     assert code == 0
-    assert "not-a-member: no recommendation" in out
-    assert "1808 #1:" in out
+    assert "1808 #3:" in out and "1808 #4:" not in out
 
 
 def test_recommend_without_product_column(tmp_path, capsys):

@@ -8,15 +8,17 @@ The files are UTF-8 with a byte order mark, so that Excel shows Chinese text cor
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from revopt.errors import InputError
+from revopt.errors import ConfigError, InputError
 from revopt.i18n import message
 
-__all__ = ["AUDIENCE_COLUMNS", "NO_CONTACT", "export_audiences", "load_run_customers", "sample_messages"]
+__all__ = ["AUDIENCE_COLUMNS", "NO_CONTACT", "export_audiences", "load_run_customers", "run_language",
+           "sample_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,14 @@ NO_CONTACT = "no_contact"
 AUDIENCE_COLUMNS = ("customer_id", "customer_name", "next_best_action", "action_product", "coupon_value",
                     "action_value", "churn_probability", "clv")
 _NEEDED = ("customer_id", "next_best_action", "message_zh", "message_en")
+
+
+def run_language(run_dir: str | Path) -> str | None:
+    """The language an ``analyze`` run was written in (its model.json), or None when it does not say."""
+    try:
+        return json.loads((Path(run_dir) / "model.json").read_text(encoding="utf-8")).get("language")
+    except (OSError, ValueError):
+        return None
 
 
 def _suffix(language: str) -> str:
@@ -36,7 +46,11 @@ def load_run_customers(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "customers.parquet"
     if not path.is_file():
         raise InputError(message_id="errors.no_run", path=path, run_dir=run_dir)
-    customers = pd.read_parquet(path)
+    try:
+        customers = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several classes for a cut-short or foreign file
+        raise InputError(message_id="errors.run_unreadable", path=path, detail=str(error).splitlines()[0],
+                         run_dir=run_dir) from error
     missing = [column for column in _NEEDED if column not in customers.columns]
     if missing:
         raise InputError(message_id="errors.run_without_actions", path=path, columns=", ".join(missing))
@@ -51,7 +65,14 @@ def export_audiences(run_dir: str | Path, out_dir: str | Path, language: str) ->
     """
     customers = load_run_customers(run_dir)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(message_id="errors.bad_out_dir", path=out, detail=error.strerror or error) from error
+    for stale in sorted(out.glob("audience_*.csv")):
+        # Files of an earlier export would mix with this run's audiences.
+        stale.unlink()
+        log.info("event=audience_removed path=%s reason=left by an earlier export", stale)
     suffix = _suffix(language)
     written: dict[str, Path] = {}
     for action, group in customers[customers.next_best_action != NO_CONTACT].groupby("next_best_action", sort=True):
@@ -60,6 +81,11 @@ def export_audiences(run_dir: str | Path, out_dir: str | Path, language: str) ->
         frame.insert(3, "action_label", group[f"next_best_action_{suffix}"] if f"next_best_action_{suffix}" in group
                      else action)
         frame["message"] = group[f"message_{suffix}"]
+        for column in ("coupon_value", "action_value", "clv"):
+            if column in frame:
+                frame[column] = frame[column].round(2)
+        if "churn_probability" in frame:
+            frame["churn_probability"] = frame["churn_probability"].round(4)
         path = out / f"audience_{action}.csv"
         frame.to_csv(path, index=False, encoding="utf-8-sig")
         written[str(action)] = path

@@ -376,8 +376,10 @@ def _metrics_table(evaluation, chosen: str) -> str:
 
 
 def _run_export(args, language: str) -> None:
-    from revopt.audience import export_audiences
+    from revopt.audience import export_audiences, run_language
 
+    if args.lang is None:
+        language = run_language(args.run) or language
     out_dir = args.out or args.run / "audiences"
     written = export_audiences(args.run, out_dir, language)
     for action, path in written.items():
@@ -388,8 +390,10 @@ def _run_export(args, language: str) -> None:
 
 
 def _run_preview(args, language: str) -> None:
-    from revopt.audience import sample_messages
+    from revopt.audience import run_language, sample_messages
 
+    if args.lang is None:
+        language = run_language(args.run) or language
     for sample in sample_messages(args.run, language, action=args.action, n=args.n):
         print(message("cli.preview.line", language, **sample))
 

@@ -26,10 +26,12 @@ import pandas as pd
 from revopt.actions import ActionConfig, action_label, choose_actions, load_action_config
 from revopt.churn import ChurnSettings, churn_reason, fit_churn
 from revopt.errors import DataQualityWarning, FitError, InputError
-from revopt.messages import render_messages
+from revopt.i18n import message
+from revopt.messages import CNY_ALIASES, render_messages
 from revopt.recommend import reason_text, recommend
 
-__all__ = ["GrowthResult", "GrowthSettings", "grow_customers", "recommendation_table", "ACTION_COLUMNS"]
+__all__ = ["GrowthResult", "GrowthSettings", "grow_customers", "bought_products", "recommendation_table",
+           "ACTION_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,12 @@ _REASON_SEPARATOR = {"zh-CN": "；", "en": "; "}
 # to stay, the features that push churn up a little read as alarms that the probability does not support.
 REASONS_MIN_PROBABILITY = 0.5
 MONEY_DECIMALS = 2
-# The default action config's money (costs, coupons) is in CNY.
-DEFAULT_CONFIG_CURRENCIES = frozenset({"CNY", "RMB"})
+OFFER_COLUMNS = (
+    *(f"recommendation_{rank}" for rank in range(1, TOP_IN_CUSTOMER_TABLE + 1)),
+    "cross_sell_product_name", "cross_sell_price", "cross_sell_score", "upsell_product_name", "upsell_price",
+    "upsell_from_product_name", "upsell_from_price", "replenish_product_name", "replenish_price",
+    "replenish_due_date",
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,8 @@ def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataF
         ``columns`` is indexed by customer_id, in the order of ``customers``.
     """
     config = load_action_config(settings.actions_config)
-    if settings.actions_config is None and settings.currency.upper() not in DEFAULT_CONFIG_CURRENCIES:
+    currency = settings.currency.strip().upper()
+    if settings.actions_config is None and CNY_ALIASES.get(currency, currency) != "CNY":
         warnings.warn(DataQualityWarning(message_id="warnings.actions_in_cny", currency=settings.currency),
                       stacklevel=2)
     frame = customers[["customer_id"]].copy()
@@ -106,12 +113,16 @@ def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataF
 
     with step("recommend"):
         recs = _recommendations(lines, observation_end, settings)
-    long_table = pd.DataFrame(columns=["customer_id", "rank", "product_id", "product_name", "score", "method",
-                                       "reason_zh", "reason_en"])
+    long_table = pd.DataFrame(columns=["customer_id", "rank", "product_id", "product_name", "category", "unit_price",
+                                       "score", "method", "bought_before", "reason_zh", "reason_en"])
     if recs is not None:
         result, summary["recommendations"] = recs
         frame = frame.merge(_offers(result, lines), on="customer_id", how="left")
-        long_table = recommendation_table(result)
+        long_table = recommendation_table(result, bought_products(lines))
+    # The same columns whatever the export holds, so that files of different shops line up.
+    for column in OFFER_COLUMNS:
+        if column not in frame:
+            frame[column] = np.nan
 
     with step("actions"):
         profile = _profiles(lines)
@@ -176,11 +187,16 @@ def _reason_texts(scores: pd.DataFrame, language: str, horizon_days: int) -> lis
     """The customer's up to three churn reasons as one line of text."""
     texts = []
     separator = _REASON_SEPARATOR[language]
+    one_day_text = message("churn.reason.one_purchase_day", language)
+    few_days_text = message("churn.reason.few_purchase_days", language)
     columns = [(f"churn_reason_{rank}", f"churn_reason_{rank}_value") for rank in (1, 2, 3)]
     for row in scores[[name for pair in columns for name in pair]].itertuples(index=False):
         parts = [churn_reason(feature, value, language, horizon_days=horizon_days)
                  for feature, value in zip(row[0::2], row[1::2]) if isinstance(feature, str)]
-        # Two features can have the same explanation (a missing value with one known cause).
+        # Two features can have the same explanation (a missing value with one known cause), and
+        # "only one purchase day" already says what "fewer than three purchase days" would.
+        if one_day_text in parts:
+            parts = [part for part in parts if part != few_days_text]
         texts.append(separator.join(dict.fromkeys(parts)))
     return texts
 
@@ -213,7 +229,7 @@ def _offers(result, lines: ibis.Table) -> pd.DataFrame:
     top = items[items["rank"] <= TOP_IN_CUSTOMER_TABLE].pivot(index="customer_id", columns="rank",
                                                                values="product_name")
     top.columns = [f"recommendation_{rank}" for rank in top.columns]
-    bought = _bought_products(lines)
+    bought = bought_products(lines)
     new_to_customer = items.merge(bought, on=["customer_id", "product_id"], how="left", indicator=True)
     new_to_customer = new_to_customer[new_to_customer["_merge"] == "left_only"]
     first = new_to_customer.groupby("customer_id", sort=False).head(1).set_index("customer_id")
@@ -247,7 +263,7 @@ def _offers(result, lines: ibis.Table) -> pd.DataFrame:
     return offers.rename_axis("customer_id").reset_index()
 
 
-def _bought_products(lines: ibis.Table) -> pd.DataFrame:
+def bought_products(lines: ibis.Table) -> pd.DataFrame:
     """Distinct (customer, product) pairs of every purchase line, over the whole history."""
     bought = lines.filter(lines.customer_id.notnull() & lines.product_id.notnull() & ~lines.is_return)
     return bought.select("customer_id", "product_id").distinct().to_pandas()
@@ -269,9 +285,14 @@ def _product_prices(lines: ibis.Table) -> pd.Series:
     return prices.set_index("product_name").price
 
 
-def recommendation_table(result) -> pd.DataFrame:
-    """The chosen method's top-k rows per customer, with the reason written out in zh-CN and en."""
+def recommendation_table(result, bought: pd.DataFrame) -> pd.DataFrame:
+    """The chosen method's top-k rows per customer, with the reason written out in zh-CN and en.
+
+    ``bought_before`` marks a product the customer has bought: a repeat purchase, not a cross-sell.
+    """
     table = result.items.sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    table["bought_before"] = pd.MultiIndex.from_frame(table[["customer_id", "product_id"]]).isin(
+        pd.MultiIndex.from_frame(bought[["customer_id", "product_id"]]))
     for language, suffix in LANGUAGE_SUFFIXES.items():
         table[f"reason_{suffix}"] = [reason_text(row, language) for row in table.to_dict("records")]
     return table.drop(columns=["reason_id", "reason_product_name"])

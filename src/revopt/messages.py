@@ -135,6 +135,8 @@ def salutation(name: object, gender: object, lang: str) -> str:
     return clean
 
 
+# Names operators give the yuan besides its ISO code.
+CNY_ALIASES = {"RMB": "CNY", "人民币": "CNY", "元": "CNY", "¥": "CNY", "￥": "CNY"}
 # Currency symbols (en) and words (zh-CN) for coupon values; other ISO codes are written as the code.
 _CURRENCY_SYMBOLS = {"CNY": "¥", "RMB": "¥", "USD": "$", "GBP": "£", "EUR": "€", "HKD": "HK$", "JPY": "¥"}
 _CURRENCY_WORDS = {"CNY": "元", "RMB": "元", "USD": "美元", "GBP": "英镑", "EUR": "欧元", "HKD": "港元", "JPY": "日元"}
@@ -159,6 +161,7 @@ def format_coupon(value: object, lang: str, currency: str = "CNY") -> str:
         return ""
     text = f"{amount:.0f}" if amount.is_integer() else f"{amount:.2f}"
     code = str(currency).strip().upper()
+    code = CNY_ALIASES.get(code, code)
     if language == "zh-CN":
         return f"{text}{_CURRENCY_WORDS.get(code, code)}"
     symbol = _CURRENCY_SYMBOLS.get(code)

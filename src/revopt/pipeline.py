@@ -98,6 +98,10 @@ class AnalysisSettings:
             raise ConfigError(message_id="errors.bad_memory_limit", value=repr(self.memory_limit))
         if self.date_format is not None:
             _check_date_format(self.date_format)
+        if self.actions_config is not None:
+            from revopt.actions import load_action_config
+
+            load_action_config(self.actions_config)  # a bad file stops the run before any work
         return self
 
 
@@ -259,6 +263,7 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
         )
     customers = customers.merge(growth.columns, on="customer_id", how="left", validate="one_to_one")
     model.update(growth.summary)
+    model["language"] = language
     model["warnings"] = [
         {"en": warning.message.localized("en"), "zh-CN": warning.message.localized("zh-CN")}
         for warning in caught if isinstance(warning.message, RevoptWarning)
@@ -655,9 +660,10 @@ def recommend_orders(orders: str | Path, out_dir: str | Path, settings: Analysis
     Raises
     ------
     InputError
-        If the export has no product column, among the errors of :func:`revopt.recommend.recommend`.
+        If the export has no product column or one of ``customers`` is not in it (ids are compared
+        as text), among the errors of :func:`revopt.recommend.recommend`.
     """
-    from revopt.growth import recommendation_table
+    from revopt.growth import bought_products, recommendation_table
     from revopt.recommend import RecommendSettings, recommend
 
     settings = settings.validated()
@@ -674,13 +680,20 @@ def recommend_orders(orders: str | Path, out_dir: str | Path, settings: Analysis
             )
         if not {"product_id", "product_name"} & set(tables.stats["columns"]):
             raise InputError(message_id="errors.no_product_column")
+        if customers:
+            lines = tables.lines
+            known = set(lines.filter(lines.customer_id.isin(list(customers))).customer_id.to_pandas())
+            unknown = [customer for customer in customers if customer not in known]
+            if unknown:
+                raise InputError(message_id="errors.unknown_customers", count=len(unknown),
+                                 examples=", ".join(unknown[:5]))
         with step("recommend"):
             result = recommend(tables.lines, k=k, method=method, settings=RecommendSettings(basket=basket))
         recommended = int(result.items.customer_id.nunique())
         missing = sorted(set(customers) - set(result.items.customer_id))
         if missing:
             log.info("event=customers_without_recommendations count=%d examples=%s", len(missing), missing[:5])
-        items = recommendation_table(result)
+        items = recommendation_table(result, bought_products(tables.lines))
         out_dir.mkdir(parents=True, exist_ok=True)
         items.to_csv(out_dir / RECOMMEND_FILES[0], index=False, encoding="utf-8-sig")
         evaluation = result.evaluation.reset_index() if result.evaluation is not None else pd.DataFrame()

@@ -215,7 +215,7 @@ def clean_orders(
 
 
 # Cell texts that mean "no value" after a trip through pandas, Excel or a database export.
-NULL_TEXTS = ("", "none", "nan", "nat", "null", "n/a", "#n/a")
+NULL_TEXTS = ("", "-", "--", "—", "none", "nan", "nat", "null", "n/a", "#n/a")
 
 
 def _text_or_null(column: ibis.StringValue) -> ibis.StringValue:

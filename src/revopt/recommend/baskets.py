@@ -48,11 +48,13 @@ logger = logging.getLogger(__name__)
 # bank and Amazon fees, CRUK commission, cushion pads sold at 0.001, gift vouchers (gift_0001_*)
 # and dotcom-shop adjustment codes (DCGS*). Product names: Chinese shop exports book shipping
 # fees (运费, 邮费), service charges (手续费), price-difference top-ups (补差价) and adjustments
-# (调整) as order lines. Pass ``exclude`` to add patterns for other sources.
+# (调整) as order lines, and English exports delivery and bank charges. Pass ``exclude`` to add
+# patterns for other sources.
 NON_PRODUCT_PATTERNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "product_id": ("POST", "DOT", "M", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS",
                    "gift_0001_*", "DCGS*"),
-    "product_name": ("*运费*", "*邮费*", "*手续费*", "*补差价*", "*调整*"),
+    "product_name": ("*运费*", "*邮费*", "*手续费*", "*补差价*", "*调整*", "carriage", "*next day carriage*", "postage",
+                     "bank charges"),
 })
 _PATTERN_COLUMNS = ("product_id", "product_name", "category")
 
