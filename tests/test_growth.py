@@ -233,3 +233,15 @@ def test_preview_no_contact_explains(demo_run):
     _, out = demo_run
     with pytest.raises(InputError, match="get no message"):
         sample_messages(out, "en", action="no_contact")
+
+
+def test_no_growth_stops_after_clv(tmp_path):
+    path = dataset("cdnow", "CDNOW_sample.txt")
+    settings = AnalysisSettings(calibration_end=dt.date(1997, 9, 30), language="en", growth=False,
+                                column_map=("2=customer_id", "3=date", "5=amount"))
+    result = analyze(path, tmp_path / "out", settings)
+
+    assert "churn_probability" not in result.customers.columns
+    assert result.model["churn"] is None and result.model["actions"] is None
+    assert "churn" not in result.timings
+    assert (tmp_path / "out" / "report.html").is_file()

@@ -94,6 +94,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser, t) -> None:
     parser.add_argument("--top-k", type=_positive_int(t.language), default=10, help=t("cli.help.top_k"))
     parser.add_argument("--actions", type=Path, help=t("cli.help.actions"))
     parser.add_argument("--shop-name", help=t("cli.help.shop_name"))
+    parser.add_argument("--no-growth", dest="growth", action="store_false", help=t("cli.help.no_growth"))
 
 
 def _add_common_options(parser: argparse.ArgumentParser, t) -> None:
@@ -195,7 +196,7 @@ def _settings(args):
         language=args.lang, column_map=tuple(args.map), dayfirst=args.dayfirst, date_format=args.date_format,
         duplicates=args.duplicates, max_invalid_share=args.max_invalid, workspace=args.workspace,
         backend=args.backend, memory_limit=args.memory_limit, model=args.model, churn_days=args.churn_days,
-        top_k=args.top_k, actions_config=args.actions, shop_name=args.shop_name,
+        top_k=args.top_k, actions_config=args.actions, shop_name=args.shop_name, growth=args.growth,
     )
 
 

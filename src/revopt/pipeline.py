@@ -78,6 +78,7 @@ class AnalysisSettings:
     top_k: int = 10
     actions_config: Path | None = None
     shop_name: str | None = None
+    growth: bool = True  # churn, recommendations, next best actions and messages after the CLV models
 
     def validated(self) -> AnalysisSettings:
         check_time_unit(self.time_unit)
@@ -255,14 +256,19 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
             purchases, lines, settings, language, step, first_date=first_date, calibration_end=calibration_end,
             observation_end=observation_end, holdout=holdout,
         )
-        growth = grow_customers(
-            lines, purchases, customers, observation_end=observation_end, step=step, clv_margin=settings.margin,
-            settings=GrowthSettings(churn_days=settings.churn_days, top_k=settings.top_k,
-                                    actions_config=settings.actions_config, shop_name=settings.shop_name,
-                                    currency=settings.currency),
-        )
-    customers = customers.merge(growth.columns, on="customer_id", how="left", validate="one_to_one")
-    model.update(growth.summary)
+        growth = None
+        if settings.growth:
+            growth = grow_customers(
+                lines, purchases, customers, observation_end=observation_end, step=step, clv_margin=settings.margin,
+                settings=GrowthSettings(churn_days=settings.churn_days, top_k=settings.top_k,
+                                        actions_config=settings.actions_config, shop_name=settings.shop_name,
+                                        currency=settings.currency),
+            )
+    if growth is not None:
+        customers = customers.merge(growth.columns, on="customer_id", how="left", validate="one_to_one")
+        model.update(growth.summary)
+    else:
+        model.update({"churn": None, "recommendations": None, "actions": None})
     model["language"] = language
     model["warnings"] = [
         {"en": warning.message.localized("en"), "zh-CN": warning.message.localized("zh-CN")}
@@ -273,7 +279,8 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
 
     with step("write"):
         _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
-        growth.recommendations.to_csv(scratch / "recommendations.csv", index=False, encoding="utf-8-sig")
+        recommendations = growth.recommendations if growth is not None else pd.DataFrame(columns=["customer_id"])
+        recommendations.to_csv(scratch / "recommendations.csv", index=False, encoding="utf-8-sig")
         from revopt.report import ReportData, write_report
 
         ingest_for_report = {key: value for key, value in ingest.items() if key != "columns"}
