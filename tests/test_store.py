@@ -85,3 +85,15 @@ def test_ingest_command_reports_skips(daily_files, tmp_path, capsys):
     assert "Added" in first and "Skipped" not in first
     assert "Added 0 order lines of 0 new orders" in second
     assert "that were already in the workspace" in second
+
+
+def test_workspace_that_is_a_file_or_missing(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    assert main(["ingest", "orders.csv", "--workspace", str(blocker), "--lang", "en"]) == EXIT_INPUT_ERROR
+    assert "cannot be created" in capsys.readouterr().err
+
+    assert main(["analyze", "--workspace", str(tmp_path / "typo"), "--out", str(tmp_path / "out"),
+                 "--lang", "en"]) == EXIT_INPUT_ERROR
+    assert "holds no orders yet" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()

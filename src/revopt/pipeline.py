@@ -42,7 +42,7 @@ from revopt.models import GammaGammaModel, customer_lifetime_value
 from revopt.selection import MODEL_CHOICES, PurchaseModelChoice, choose, comparison_records, fit_purchase_models
 from revopt.summary import MIN_SPEND, compressed_statistics, customer_summary, to_date
 from revopt.timeunits import DAYS_PER_UNIT, check_time_unit, parse_horizon
-from revopt.workspace import DEFAULT_MEMORY_LIMIT, connect_backend, open_workspace
+from revopt.workspace import DATABASE_NAME, DEFAULT_MEMORY_LIMIT, connect_backend, open_workspace
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
 
@@ -190,6 +190,9 @@ def analyze(
     language = detect_language(settings.language)
     if orders is None and settings.workspace is None:
         raise ConfigError(message_id="errors.no_orders_no_workspace")
+    if orders is None and not (Path(settings.workspace) / DATABASE_NAME).is_file():
+        # Checked before the workspace is opened, which would create it.
+        raise InputError(message_id="errors.empty_workspace", workspace=settings.workspace)
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     try:

@@ -20,7 +20,10 @@ DEFAULT_MEMORY_LIMIT = "4GB"
 
 def open_workspace(path: Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT):
     """Create ``path`` if needed and connect to the DuckDB file in it; returns an Ibis DuckDB backend."""
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(message_id="errors.bad_workspace", path=path, detail=error.strerror or error) from error
     (path / "staging").mkdir(exist_ok=True)
     con = ibis.duckdb.connect(str(path / DATABASE_NAME))
     con.raw_sql(f"SET memory_limit = '{memory_limit}'")
