@@ -1369,11 +1369,29 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
     >>> bool(shop.customers["member_id"].is_unique)
     True
     """
+    return draw_shop(params).shop
+
+
+class DrawnShop(NamedTuple):
+    """A shop from :func:`draw_shop`, with facts about its orders that the shop's frames leave out."""
+
+    shop: DemoShop
+    order_customer: np.ndarray  # customer index per row of shop.order_totals, -1 for a guest order
+    order_numbers: np.ndarray  # order id per row of shop.order_totals, as int64
+    duplicate_rows: int  # exact copies added to shop.orders
+
+
+def draw_shop(params: DemoParameters, catalogue: _Catalogue | None = None) -> DrawnShop:
+    """Draw a shop as :func:`generate_shop` does, over ``catalogue`` when one is given.
+
+    A chunked log (:mod:`revopt.scalegen`) draws every chunk over one catalogue, so that product ids
+    mean the same product in every chunk.
+    """
     streams = [np.random.default_rng(seed) for seed in np.random.SeedSequence(params.seed).spawn(9)]
     process_rng, spend_rng, people_rng, catalogue_rng, lines_rng, time_rng, noise_rng = streams[:7]
     taste_rng, noise_lines_rng = streams[7:]
     clock = _SeasonalClock(params)
-    catalogue = _build_catalogue(catalogue_rng)
+    catalogue = _build_catalogue(catalogue_rng) if catalogue is None else catalogue
     tastes = _draw_tastes(params, catalogue.category_shares, taste_rng)
 
     # The true process: purchases in operational time, mapped to calendar days
@@ -1461,13 +1479,14 @@ def generate_shop(params: DemoParameters = DemoParameters()) -> DemoShop:
         len(orders),
         n_duplicates,
     )
-    return DemoShop(
+    shop = DemoShop(
         orders=orders,
         customers=customers,
         order_totals=order_totals,
         parameters=params,
         products=_products_frame(catalogue),
     )
+    return DrawnShop(shop, all_orders.customer, id_draws + ORDER_ID_RANGE[0], int(n_duplicates))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -293,112 +292,9 @@ def _shared_catalogue(catalogue_seed: int) -> demo._Catalogue:
     return demo._build_catalogue(np.random.default_rng(streams[_CATALOGUE_STREAM]))
 
 
-class _Chunk(NamedTuple):
-    """A drawn shop, with facts about its orders that the shop's frames leave out."""
-
-    shop: DemoShop
-    order_customer: np.ndarray  # customer index per row of shop.order_totals, -1 for a guest order
-    order_numbers: np.ndarray  # order id per row of shop.order_totals, as int64
-    duplicate_rows: int  # exact copies added to shop.orders
-
-
-def _generate_shop_with_catalogue(params: DemoParameters, catalogue: demo._Catalogue) -> _Chunk:
-    """Draw a shop as :func:`revopt.demo.generate_shop` does, over ``catalogue`` instead of its own.
-
-    NOTE: this repeats the body of ``generate_shop`` with the catalogue passed in, because the demo
-    offers no way to fix its catalogue. A test checks that, given the catalogue of ``params.seed``,
-    it returns the same shop as ``generate_shop(params)``, so a change there fails that test.
-    """
-    streams = [np.random.default_rng(seed) for seed in np.random.SeedSequence(params.seed).spawn(_DEMO_STREAMS)]
-    process_rng, spend_rng, people_rng, _, lines_rng, time_rng, noise_rng = streams[:7]
-    taste_rng, noise_lines_rng = streams[7:]
-    clock = demo._SeasonalClock(params)
-    tastes = demo._draw_tastes(params, catalogue.category_shares, taste_rng)
-
-    # The true process: purchases in operational time, mapped to calendar days
-    process = demo._draw_true_orders(params, clock, process_rng)
-    spend_rate = spend_rng.gamma(params.q, 1.0 / params.gamma, size=params.n_customers)
-    calendar_days = np.floor(clock.to_calendar(process.operational_days)).astype(np.int64)
-    true_orders = demo._Orders(
-        customer=process.customer,
-        kind=np.full(process.customer.size, demo.ORDER_KIND_PURCHASE),
-        calendar_days=demo._spread_same_day_orders(process.customer, calendar_days, params.history_days - 1),
-        totals_cents=demo._draw_order_values(params.p, spend_rate[process.customer], spend_rng),
-    )
-    true_times = demo._timestamps(params.start, true_orders.calendar_days, params.history_days, time_rng)
-    true_slots = demo._line_slots(true_orders.totals_cents, lines_rng)
-    true_products = demo._choose_true_products(
-        true_slots, true_orders.customer, true_orders.calendar_days, tastes, params, catalogue, lines_rng
-    )
-    true_lines = demo._price_lines(true_slots, true_products, true_orders.totals_cents, catalogue)
-    member_ids = demo._draw_member_ids(params.n_customers, people_rng)
-    customer_people = demo._draw_people(params.n_customers, people_rng)
-
-    # Noise orders from their own streams, one of them for the products alone
-    noise_orders = demo._draw_noise_orders(params, clock, true_orders, spend_rate, noise_rng)
-    noise_times = demo._timestamps(params.start, noise_orders.calendar_days, params.history_days, noise_rng)
-    noise_slots = demo._line_slots(noise_orders.totals_cents, noise_rng)
-    noise_products = demo._choose_noise_products(
-        noise_slots, noise_orders.customer, tastes, params, catalogue, noise_lines_rng
-    )
-    noise_lines = demo._price_lines(noise_slots, noise_products, noise_orders.totals_cents, catalogue)
-    guest_people = demo._draw_people(int((noise_orders.customer < 0).sum()), noise_rng)
-
-    # The export, with exact copies of random rows as export glitches
-    all_orders = demo._concatenate(true_orders, noise_orders)
-    n_orders = all_orders.customer.size
-    id_draws = noise_rng.choice(demo.ORDER_ID_RANGE[1] - demo.ORDER_ID_RANGE[0], size=n_orders, replace=False)
-    order_ids = (id_draws + demo.ORDER_ID_RANGE[0]).astype(str)
-    orders = demo._order_lines_frame(
-        order_ids,
-        member_ids,
-        demo._concatenate(customer_people, guest_people),
-        all_orders,
-        np.concatenate([true_times, noise_times]),
-        demo._concatenate(true_lines, noise_lines, order_offset=true_orders.customer.size),
-        catalogue,
-    )
-    n_duplicates = noise_rng.binomial(len(orders), params.duplicate_share)
-    copies = noise_rng.choice(len(orders), size=n_duplicates, replace=False)
-    orders = pd.concat([orders, orders.iloc[copies]], ignore_index=True)
-    orders = orders.sort_values(["下单时间", "订单编号"], kind="stable", ignore_index=True)
-
-    # The truth
-    catalogue_categories = np.array([spec.name for spec in demo._CATEGORIES])
-    first_order = np.searchsorted(process.customer, np.arange(params.n_customers))
-    customers = pd.DataFrame(
-        {
-            "member_id": member_ids,
-            "name": customer_people.name,
-            "gender": customer_people.gender,
-            "phone": customer_people.phone,
-            "city": customer_people.city,
-            "first_order_at": true_times[first_order],
-            "lambda": process.purchase_rate,
-            "p": process.dropout,
-            "nu": spend_rate,
-            "alive": process.alive,
-            "n_orders": np.bincount(process.customer, minlength=params.n_customers),
-            "favourite_category": catalogue_categories[tastes.favourite],
-            "second_category": np.where(tastes.second >= 0, catalogue_categories[tastes.second], ""),
-        }
-    )
-    order_totals = pd.DataFrame(
-        {
-            "order_id": order_ids,
-            "member_id": np.where(all_orders.customer < 0, "", member_ids[np.maximum(all_orders.customer, 0)]),
-            "kind": all_orders.kind,
-            "total": all_orders.totals_cents / demo.CENTS_PER_YUAN,
-        }
-    )
-    shop = DemoShop(
-        orders=orders,
-        customers=customers,
-        order_totals=order_totals,
-        parameters=params,
-        products=demo._products_frame(catalogue),
-    )
-    return _Chunk(shop, all_orders.customer, id_draws + demo.ORDER_ID_RANGE[0], int(n_duplicates))
+def _generate_shop_with_catalogue(params: DemoParameters, catalogue: demo._Catalogue) -> demo.DrawnShop:
+    """Draw one chunk's shop over the catalogue shared by every chunk."""
+    return demo.draw_shop(params, catalogue)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +340,7 @@ def _phone_numbers(numbers: np.ndarray) -> np.ndarray:
     return (prefix * 10**demo.PHONE_SUBSCRIBER_DIGITS + subscriber).astype(str)
 
 
-def _order_table(chunk: _Chunk, blocks: _IdBlocks, rng: np.random.Generator) -> pa.Table:
+def _order_table(chunk: demo.DrawnShop, blocks: _IdBlocks, rng: np.random.Generator) -> pa.Table:
     """Lay out the shop's order lines as an Arrow table, with ids drawn from the chunk's blocks.
 
     The shop's own order numbers, member ids and phone numbers are replaced one for one: each
@@ -504,7 +400,7 @@ _KIND_COUNTS = {
 }
 
 
-def _chunk_counts(chunk: _Chunk) -> dict[str, int]:
+def _chunk_counts(chunk: demo.DrawnShop) -> dict[str, int]:
     shop = chunk.shop
     kinds = shop.order_totals["kind"].value_counts()
     return {
