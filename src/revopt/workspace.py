@@ -28,6 +28,8 @@ def open_workspace(path: Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT):
     con = ibis.duckdb.connect(str(path / DATABASE_NAME))
     con.raw_sql(f"SET memory_limit = '{memory_limit}'")
     con.raw_sql(f"SET temp_directory = '{path / 'spill'}'")
+    # DuckDB draws a progress bar on stdout for long queries; the CLI prints its own steps.
+    con.raw_sql("SET enable_progress_bar = false")
     log.info("event=workspace_opened path=%s memory_limit=%s", path, memory_limit)
     return con
 

@@ -106,10 +106,15 @@ def _normalise_offset(value):
     return value.re_replace(r"[Zz]$", "+00:00")
 
 
+# Distinct date values examined to detect the format: enough that a format used by 0.1% of a large
+# export still appears about 50 times.
+DETECTION_SAMPLE = 50_000
+
+
 def detect_date_family(table, column: str, *, dayfirst: bool | None, source: str, column_label: str) -> DateFamily:
     """Pick the date family that parses the most distinct non-empty values of ``table[column]``.
 
-    The check runs on distinct values, which are far fewer than rows in an order export. The
+    The check runs on up to :data:`DETECTION_SAMPLE` distinct values, which are far fewer than rows in an order export. The
     returned family keeps only the formats that matched, most frequent first, so that parsing the
     full column tries the likely format first.
 
@@ -121,6 +126,10 @@ def detect_date_family(table, column: str, *, dayfirst: bool | None, source: str
     """
     stripped = table[column].strip()
     values = table.select(value=stripped).filter(stripped.notnull() & (stripped != "")).distinct()
+    # A fixed sample of distinct values (by hash, so the same data gives the same sample) bounds the
+    # cost on logs where nearly every order has its own timestamp. A format that the sample misses
+    # leaves its rows unparsed, and they are rejected and counted against --max-invalid.
+    values = values.order_by(values.value.hash()).limit(DETECTION_SAMPLE)
     metrics = {"_total": values.count()}
     for index, family in enumerate(DATE_FAMILIES):
         metrics[f"family_{index}"] = parse_timestamp(values.value, family).notnull().sum()

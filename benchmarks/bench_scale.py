@@ -1,0 +1,269 @@
+"""Benchmark: revopt analyze versus lifetimes on synthetic order logs of 1 million lines and more.
+
+For each size in ``--customers`` the script writes a log with
+:func:`revopt.scalegen.write_scale_log` (about 10 order lines per customer, Parquet parts with the
+export's Chinese headers, and ``truth.json`` with the true parameters), or reuses the one already
+in ``--work`` for that size and seed. It then measures, each run in its own Python subprocess so
+that peak resident memory (VmHWM) belongs to one step:
+
+1. revopt core: ``analyze(orders, out, AnalysisSettings(tz="Asia/Shanghai", growth=False,
+   model="bg-nbd"))``, i.e. ingest, KPIs, BG/NBD and Gamma-Gamma fits, scoring, diagnostics and
+   every output file, with the seconds of each stage from ``result.timings``;
+2. revopt full (with ``--full``): the same with ``growth=True``, adding churn, recommendations
+   and next best actions;
+3. lifetimes: pandas reads the columns it needs from the same parts, drops closed and refunded
+   orders, guest rows and exact duplicate lines as revopt's ingest does, then runs
+   ``summary_data_from_transaction_data`` (days, observation end = last order date, converted to
+   weeks as revopt does), ``BetaGeoFitter.fit``, ``GammaGammaFitter.fit`` on repeat buyers and, for
+   every customer, P(alive), expected purchases over 52 weeks and a 12-month CLV discounted at
+   revopt's default 10 % a year. Its time includes the Parquet read.
+
+Prints medians over ``--repeats`` runs, the ratios lifetimes / revopt for time and revopt /
+lifetimes for memory, the share of each revopt core stage, and both libraries' BG/NBD and
+Gamma-Gamma estimates beside the true parameters. Usage::
+
+    .venv/bin/python benchmarks/bench_scale.py [--customers 100000,1000000] [--repeats 3] [--full] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+TIME_ZONE = "Asia/Shanghai"
+DAYS_PER_WEEK = 7.0
+HORIZON_WEEKS = 52.0
+HORIZON_MONTHS = 12
+ANNUAL_DISCOUNT_RATE = 0.10  # AnalysisSettings.discount_rate's default
+# Columns of the scale log (see revopt.demo.ORDER_COLUMNS): member id, order time, paid amount,
+# status, and the order and product ids that tell exact duplicate lines apart from repeated lines.
+MEMBER, ORDER_TIME, PAID, STATUS = "买家会员名", "下单时间", "实付金额", "订单状态"
+DUPLICATE_KEY = (MEMBER, ORDER_TIME, PAID, STATUS, "订单编号", "商品ID")
+BG_NBD_PARAMS = ("r", "alpha", "a", "b")
+GAMMA_GAMMA_PARAMS = ("p", "q", "gamma")
+
+
+def peak_mib() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux's VmHWM starts afresh at exec. ``ru_maxrss`` does not, so a child started by a large
+    parent would report the parent's size. It is used only where /proc is missing.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scale_log(work: Path, n_customers: int, seed: int) -> tuple[Path, dict, float | None]:
+    """Return the log folder for this size and seed, its truth and the seconds spent writing it (None if reused)."""
+    from revopt.scalegen import write_scale_log
+
+    folder = work / f"customers-{n_customers}-seed-{seed}"
+    truth_path = folder / "truth.json"
+    if truth_path.exists():
+        truth = json.loads(truth_path.read_text(encoding="utf-8"))
+        complete = all((folder / chunk["file"]).exists() for chunk in truth["chunks"])
+        if truth["n_customers"] == n_customers and truth["seed"] == seed and complete:
+            return folder, truth, None
+    start = time.perf_counter()
+    write_scale_log(folder, n_customers=n_customers, seed=seed)
+    seconds = time.perf_counter() - start
+    return folder, json.loads(truth_path.read_text(encoding="utf-8")), seconds
+
+
+# ---------------------------------------------------------------------------------------
+# Child processes: one measured run each, reporting one JSON line on stdout
+# ---------------------------------------------------------------------------------------
+
+
+def child_revopt(folder: Path, growth: bool) -> dict:
+    from revopt.pipeline import AnalysisSettings, analyze
+
+    settings = AnalysisSettings(tz=TIME_ZONE, growth=growth, model="bg-nbd")
+    base = peak_mib()
+    start = time.perf_counter()
+    result = analyze(folder / "orders", folder / ("out-full" if growth else "out-core"), settings)
+    seconds = time.perf_counter() - start
+    models = result.model["models"]
+    return {"seconds": seconds, "base_mib": base, "peak_mib": peak_mib(), "timings": result.timings,
+            "purchases": result.ingest["purchases"], "customers": len(result.customers),
+            "bg_nbd": models["bg_nbd"]["params"], "bg_nbd_se": models["bg_nbd"]["standard_errors"],
+            "gamma_gamma": models["gamma_gamma"]["params"],
+            "gamma_gamma_se": models["gamma_gamma"]["standard_errors"]}
+
+
+def child_lifetimes(folder: Path) -> dict:
+    import pandas as pd
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    from revopt.ingest.clean import CANCELLED_STATUSES
+
+    base = peak_mib()
+    start = time.perf_counter()
+    lines = pd.read_parquet(folder / "orders", columns=list(DUPLICATE_KEY))
+    completed = ~lines[STATUS].str.strip().str.lower().isin(CANCELLED_STATUSES)
+    lines = lines[completed & lines[MEMBER].notna()].drop_duplicates()
+    summary = summary_data_from_transaction_data(
+        lines, MEMBER, ORDER_TIME, monetary_value_col=PAID, observation_period_end=lines[ORDER_TIME].max(), freq="D")
+    x = summary.frequency
+    t_x = summary.recency / DAYS_PER_WEEK
+    T = summary["T"] / DAYS_PER_WEEK
+
+    # lifetimes warns about convergence details and pandas idioms, so the filter stays inside this block.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bg_nbd = BetaGeoFitter().fit(x, t_x, T)
+        repeat = summary[(summary.frequency > 0) & (summary.monetary_value > 0)]
+        gamma_gamma = GammaGammaFitter().fit(repeat.frequency, repeat.monetary_value)
+        alive = bg_nbd.conditional_probability_alive(x, t_x, T)
+        expected = bg_nbd.conditional_expected_number_of_purchases_up_to_time(HORIZON_WEEKS, x, t_x, T)
+        # lifetimes discounts per month: the monthly rate that compounds to the annual one.
+        monthly_rate = (1.0 + ANNUAL_DISCOUNT_RATE) ** (1.0 / HORIZON_MONTHS) - 1.0
+        clv = gamma_gamma.customer_lifetime_value(bg_nbd, x, t_x, T, summary.monetary_value, time=HORIZON_MONTHS,
+                                                  discount_rate=monthly_rate, freq="W")
+    seconds = time.perf_counter() - start
+    params = gamma_gamma.params_
+    # A customer's purchase days are the first one plus the repeat days (frequency).
+    return {"seconds": seconds, "base_mib": base, "peak_mib": peak_mib(), "purchases": int((x + 1).sum()),
+            "customers": len(summary), "predicted": int(alive.size + expected.size + clv.size),
+            "bg_nbd": {name: float(bg_nbd.params_[name]) for name in BG_NBD_PARAMS},
+            # lifetimes calls the Gamma-Gamma scale v; revopt and the truth call it gamma.
+            "gamma_gamma": {"p": float(params["p"]), "q": float(params["q"]), "gamma": float(params["v"])}}
+
+
+def run_child(arguments: list[str]) -> dict:
+    completed = subprocess.run([sys.executable, __file__, "--child", *arguments], capture_output=True, text=True,
+                               check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"child {arguments} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def print_sizes(results: list[dict], repeats: int) -> None:
+    print(f"\nmedian of {repeats} runs per cell; peak resident memory (VmHWM) of each subprocess")
+    header = (f"{'lines':>11}{'customers':>11}{'core s':>9}{'core MiB':>10}{'full s':>9}{'full MiB':>10}"
+              f"{'lifetimes s':>13}{'lifetimes MiB':>15}{'time l/core':>13}{'MiB core/l':>12}")
+    print(header)
+    for result in results:
+        core, lifetimes, full = result["core"], result["lifetimes"], result["full"]
+        full_cells = (f"{median(full, 'seconds'):>9.1f}{median(full, 'peak_mib'):>10.0f}" if full
+                      else f"{'-':>9}{'-':>10}")
+        print(f"{result['truth']['rows']:>11,}{result['truth']['n_customers']:>11,}"
+              f"{median(core, 'seconds'):>9.1f}{median(core, 'peak_mib'):>10.0f}{full_cells}"
+              f"{median(lifetimes, 'seconds'):>13.1f}{median(lifetimes, 'peak_mib'):>15.0f}"
+              f"{median(lifetimes, 'seconds') / median(core, 'seconds'):>13.2f}"
+              f"{median(core, 'peak_mib') / median(lifetimes, 'peak_mib'):>12.2f}")
+    for result in results:
+        core, lifetimes = result["core"][-1], result["lifetimes"][-1]
+        print(f"{result['truth']['n_customers']:,} customers: customer purchase days revopt {core['purchases']:,}, "
+              f"lifetimes {lifetimes['purchases']:,}; customers revopt {core['customers']:,}, "
+              f"lifetimes {lifetimes['customers']:,}; base MiB after imports core "
+              f"{median(result['core'], 'base_mib'):.0f}, lifetimes {median(result['lifetimes'], 'base_mib'):.0f}")
+
+
+def print_stages(results: list[dict], kind: str) -> None:
+    """Print each stage of revopt's ``kind`` runs (core or full) as median seconds and share, one column per size."""
+    print(f"\nrevopt {kind} stages: median seconds (share of the analyze call); other = outside the timed stages")
+    stages = list(dict.fromkeys(stage for result in results for run in result[kind] for stage in run["timings"]))
+    print(f"{'stage':<13}" + "".join(f"{result['truth']['n_customers']:>16,}" for result in results))
+    for stage in (*stages, "other", "total"):
+        cells = []
+        for result in results:
+            runs, total = result[kind], median(result[kind], "seconds")
+            if stage == "total":
+                seconds = [run["seconds"] for run in runs]
+            elif stage == "other":
+                seconds = [run["seconds"] - sum(run["timings"].values()) for run in runs]
+            else:
+                seconds = [run["timings"][stage] for run in runs if stage in run["timings"]]
+            value = statistics.median(seconds) if seconds else None
+            cells.append("-" if value is None else f"{value:.2f} ({value / total:.0%})")
+        print(f"{stage:<13}" + "".join(f"{cell:>16}" for cell in cells))
+
+
+def print_parameters(results: list[dict]) -> None:
+    print("\nestimates against truth.json (time unit week); relative error in brackets, revopt standard error after +-")
+    print(f"{'customers':>11}{'param':>7}{'truth':>9}{'revopt':>28}{'lifetimes':>21}")
+    for result in results:
+        truth = result["truth"]["parameters"]
+        core, lifetimes = result["core"][-1], result["lifetimes"][-1]
+        for model, names in (("bg_nbd", BG_NBD_PARAMS), ("gamma_gamma", GAMMA_GAMMA_PARAMS)):
+            for name in names:
+                ours, theirs, se = core[model][name], lifetimes[model][name], core[f"{model}_se"][name]
+                se_text = "nan" if se is None else f"{se:.4f}"
+                print(f"{result['truth']['n_customers']:>11,}{name:>7}{truth[name]:>9.3f}"
+                      f"{ours:>9.4f} +-{se_text:>7} ({ours / truth[name] - 1:>+6.1%})"
+                      f"{theirs:>12.4f} ({theirs / truth[name] - 1:>+6.1%})")
+
+
+def measure(folder: Path, truth: dict, args: argparse.Namespace) -> dict:
+    result = {"truth": truth, "core": [], "full": [], "lifetimes": []}
+    for _ in range(args.repeats):
+        result["core"].append(run_child(["revopt", str(folder), "core"]))
+        if args.full:
+            result["full"].append(run_child(["revopt", str(folder), "full"]))
+        result["lifetimes"].append(run_child(["lifetimes", str(folder)]))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", default="100000",
+                        help="comma-separated customer counts, one log each (about 10 order lines per customer)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the median is reported")
+    parser.add_argument("--full", action="store_true", help="also measure analyze with growth=True")
+    parser.add_argument("--seed", type=int, default=2025, help="seed of the generated logs")
+    parser.add_argument("--work", type=Path,
+                        help="folder for the logs and outputs, kept and reused per size and seed (default: a temporary "
+                             "folder, removed at the end)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "revopt":
+            result = child_revopt(Path(rest[0]), growth=rest[1] == "full")
+        else:
+            result = child_lifetimes(Path(rest[0]))
+        print(json.dumps(result))
+        return
+
+    sizes = [int(value) for value in args.customers.split(",")]
+    with tempfile.TemporaryDirectory() as temporary:
+        work = args.work or Path(temporary)
+        results = []
+        for n_customers in sizes:
+            folder, truth, written = scale_log(work, n_customers, args.seed)
+            state = "reused" if written is None else f"written in {written:.1f} s"
+            print(f"{n_customers:,} customers, {truth['rows']:,} lines: {folder} ({state})", flush=True)
+            results.append(measure(folder, truth, args))
+    print_sizes(results, args.repeats)
+    print_stages(results, "core")
+    if args.full:
+        print_stages(results, "full")
+    print_parameters(results)
+
+
+if __name__ == "__main__":
+    main()
