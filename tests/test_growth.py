@@ -58,10 +58,12 @@ def test_messages_are_complete_and_in_their_language(demo_run):
     customers = pd.read_parquet(out / "customers.parquet")
     contacted = customers[customers.next_best_action != "no_contact"]
 
-    assert contacted.message_zh.notna().all() and contacted.message_en.notna().all()
+    assert contacted.message_zh.notna().all()
+    assert contacted.message_en.notna().all()
     assert contacted.message_zh.map(lambda text: bool(CJK.search(text))).all()
     for text in pd.concat([contacted.message_zh, contacted.message_en]):
-        assert "None" not in text and "nan" not in text and "{" not in text
+        for leftover in ("None", "nan", "{"):
+            assert leftover not in text
         assert "小店" in text
     # English text carries CJK only inside names of people and products.
     for row in contacted.head(200).itertuples():
@@ -149,7 +151,7 @@ def test_export_and_preview_bad_places(demo_run, tmp_path, capsys):
 def test_preview_uses_the_run_language(demo_run, capsys):
     _, out = demo_run
     assert main(["preview", str(out), "-n", "1"]) == 0
-    # The demo run was written in English, whatever this process's locale says.
+    # The demo run was written in English, whatever this process's locale is.
     assert "Dear" in capsys.readouterr().out
 
 
@@ -159,7 +161,8 @@ def test_preview_unknown_action_and_missing_run(demo_run, tmp_path, capsys):
         sample_messages(out, "en", action="teleport")
     assert main(["export", str(tmp_path / "nothing-here"), "--lang", "en"]) == EXIT_INPUT_ERROR
     error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "revopt analyze" in error
+    assert error.count("\n") == 0
+    assert "revopt analyze" in error
 
 
 def test_cdnow_without_products_skips_recommendations(tmp_path):
@@ -216,7 +219,8 @@ def test_recommend_prints_customer_lists(tmp_path, capsys):
     out = capsys.readouterr().out
 
     assert code == 0
-    assert "1808 #3:" in out and "1808 #4:" not in out
+    assert "1808 #3:" in out
+    assert "1808 #4:" not in out
 
 
 def test_recommend_without_product_column(tmp_path, capsys):
@@ -242,6 +246,7 @@ def test_no_growth_stops_after_clv(tmp_path):
     result = analyze(path, tmp_path / "out", settings)
 
     assert "churn_probability" not in result.customers.columns
-    assert result.model["churn"] is None and result.model["actions"] is None
+    assert result.model["churn"] is None
+    assert result.model["actions"] is None
     assert "churn" not in result.timings
     assert (tmp_path / "out" / "report.html").is_file()

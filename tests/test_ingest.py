@@ -300,11 +300,15 @@ def test_profile_and_product_fields_recognised(tmp_path):
     lines = tables.lines.order_by("order_id").to_pandas()
 
     assert {"category", "discount", "customer_name", "gender", "unit_price"} <= set(mapping.columns)
-    assert lines.customer_name.tolist()[0] == "王伟" and pd.isna(lines.customer_name.iloc[1])
-    assert lines.gender.tolist()[0] == "男" and pd.isna(lines.gender.iloc[1])
-    assert lines.category.tolist()[0] == "美妆" and pd.isna(lines.category.iloc[1])
+    assert lines.customer_name.iloc[0] == "王伟"
+    assert pd.isna(lines.customer_name.iloc[1])
+    assert lines.gender.iloc[0] == "男"
+    assert pd.isna(lines.gender.iloc[1])
+    assert lines.category.iloc[0] == "美妆"
+    assert pd.isna(lines.category.iloc[1])
     assert lines.unit_price.tolist() == [89.0, 15.0]
-    assert lines.discount.iloc[0] == 10.0 and pd.isna(lines.discount.iloc[1])
+    assert lines.discount.iloc[0] == 10.0
+    assert pd.isna(lines.discount.iloc[1])
     assert lines.product_id.tolist() == ["0042", "0043"]
 
 

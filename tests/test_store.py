@@ -38,9 +38,11 @@ def test_same_file_twice_changes_nothing(daily_files, tmp_path):
     second = add_orders(late, tmp_path / "ws", tz="Asia/Shanghai")
     again = add_orders(late, tmp_path / "ws", tz="Asia/Shanghai")
 
-    assert first.lines_skipped == 0 and second.lines_skipped == 0
+    assert first.lines_skipped == 0
+    assert second.lines_skipped == 0
     assert first.rows_read + second.rows_read == rows
-    assert again.lines_added == 0 and again.orders_added == 0
+    assert again.lines_added == 0
+    assert again.orders_added == 0
     assert again.lines_skipped == second.lines_added
     assert again.orders_skipped == second.orders_added
     assert again.stored_lines == second.stored_lines == first.lines_added + second.lines_added
@@ -82,7 +84,8 @@ def test_ingest_command_reports_skips(daily_files, tmp_path, capsys):
     assert main(arguments) == 0
     second = capsys.readouterr().out
 
-    assert "Added" in first and "Skipped" not in first
+    assert "Added" in first
+    assert "Skipped" not in first
     assert "Added 0 order lines of 0 new orders" in second
     assert "that were already in the workspace" in second
 

@@ -30,7 +30,7 @@ _NEEDED = ("customer_id", "next_best_action", "message_zh", "message_en")
 
 
 def run_language(run_dir: str | Path) -> str | None:
-    """The language an ``analyze`` run was written in (its model.json), or None when it does not say."""
+    """Return the language an ``analyze`` run was written in (from its model.json), or None when unknown."""
     try:
         return json.loads((Path(run_dir) / "model.json").read_text(encoding="utf-8")).get("language")
     except (OSError, ValueError):

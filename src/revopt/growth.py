@@ -161,8 +161,8 @@ def _warn_skipped(part: str, error: Exception) -> None:
 
 def _churn(lines, purchases, observation_end: dt.date, settings: GrowthSettings):
     try:
-        # The BG/NBD fits behind the churn features warn about their own fits (a flat likelihood);
-        # the churn model's evaluation already says how good those features are, so they are logged only.
+        # The BG/NBD fits behind the churn features warn about their own fits (a flat likelihood). The
+        # churn model's evaluation already measures how good those features are, so they are logged only.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = fit_churn(lines, purchases, ChurnSettings(horizon_days=settings.churn_days),
@@ -184,7 +184,7 @@ def _churn(lines, purchases, observation_end: dt.date, settings: GrowthSettings)
 
 
 def _reason_texts(scores: pd.DataFrame, language: str, horizon_days: int) -> list[str]:
-    """The customer's up to three churn reasons as one line of text."""
+    """Join each customer's up to three churn reasons into one line of text."""
     texts = []
     separator = _REASON_SEPARATOR[language]
     one_day_text = message("churn.reason.one_purchase_day", language)
@@ -194,7 +194,7 @@ def _reason_texts(scores: pd.DataFrame, language: str, horizon_days: int) -> lis
         parts = [churn_reason(feature, value, language, horizon_days=horizon_days)
                  for feature, value in zip(row[0::2], row[1::2]) if isinstance(feature, str)]
         # Two features can have the same explanation (a missing value with one known cause), and
-        # "only one purchase day" already says what "fewer than three purchase days" would.
+        # "only one purchase day" already implies "fewer than three purchase days".
         if one_day_text in parts:
             parts = [part for part in parts if part != few_days_text]
         texts.append(separator.join(dict.fromkeys(parts)))
@@ -220,7 +220,7 @@ def _recommendations(lines: ibis.Table, observation_end: dt.date, settings: Grow
 
 
 def _offers(result, lines: ibis.Table) -> pd.DataFrame:
-    """One row per customer: the top recommendations, the cross-sell, upsell and replenishment offers.
+    """Build one row per customer: the top recommendations, the cross-sell, upsell and replenishment offers.
 
     The cross-sell offer is the best-ranked recommendation that the customer has never bought: a
     product bought before is a repeat purchase, which the replenishment reminder covers.
@@ -286,7 +286,7 @@ def _product_prices(lines: ibis.Table) -> pd.Series:
 
 
 def recommendation_table(result, bought: pd.DataFrame) -> pd.DataFrame:
-    """The chosen method's top-k rows per customer, with the reason written out in zh-CN and en.
+    """Return the chosen method's top-k rows per customer, with the reason written out in zh-CN and en.
 
     ``bought_before`` marks a product the customer has bought: a repeat purchase, not a cross-sell.
     """
@@ -299,7 +299,7 @@ def recommendation_table(result, bought: pd.DataFrame) -> pd.DataFrame:
 
 
 def _profiles(lines: ibis.Table) -> pd.DataFrame:
-    """Each customer's latest known name and gender (the engine picks them; one row per customer)."""
+    """Return each customer's latest known name and gender, one row per customer, picked in the engine."""
     known = lines.filter(lines.customer_id.notnull())
     profile = known.group_by("customer_id").aggregate(
         customer_name=known.customer_name.argmax(known.order_time, where=known.customer_name.notnull()),

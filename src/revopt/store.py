@@ -34,7 +34,7 @@ _INCOMING_PREFIX = "incoming_"
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What one ``add_orders`` call changed in the workspace."""
+    """Counts of one ``add_orders`` call: rows read, lines and orders added or skipped, and the totals stored."""
 
     files: tuple[str, ...]
     rows_read: int

@@ -214,7 +214,7 @@ class ReportData:
     plus ``horizon_days``), ``model["recommendations"]`` (``method``, ``split_date`` and
     ``evaluation``, a list of per-method metric records) and ``model["actions"]`` (``by_action``
     and ``by_segment`` records of customers and expected value). Each may be None or absent, and
-    the section then says why it is empty. ``customers`` may carry ``next_best_action`` and
+    the section then explains why it is empty. ``customers`` may carry ``next_best_action`` and
     ``message_zh``/``message_en`` for the sample messages.
 
     Raises
@@ -1017,7 +1017,7 @@ _CHURN_SCORE_IDS = {
 
 
 def _churn(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
-    """The learned churn model beside the BG/NBD baselines, on the later cut-off."""
+    """Compare the learned churn model with the BG/NBD baselines on the later cut-off."""
     churn = data.model.get("churn")
     if not churn:
         return None
