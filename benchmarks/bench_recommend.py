@@ -86,9 +86,9 @@ def write_baskets(datasets: Path, folder: Path) -> dict[str, Path]:
                                staging_dir=folder / "staging")
     lines = purchase_lines(tables.lines).select("basket_id", "product_id").distinct()
     sizes = lines.group_by("basket_id").aggregate(size=lines.count())
-    kept = lines.semi_join(sizes.filter(sizes.size <= MAX_BASKET_ITEMS), "basket_id")
+    small_baskets = lines.semi_join(sizes.filter(sizes.size <= MAX_BASKET_ITEMS), "basket_id")
     paths["online_retail"] = folder / "online_retail.parquet"
-    kept.to_pandas().to_parquet(paths["online_retail"])
+    small_baskets.to_pandas().to_parquet(paths["online_retail"])
     return paths
 
 

@@ -16,8 +16,8 @@ Two cut-offs are taken from the end of the data ``E`` (the last order date):
 The training rows also pool a few earlier cut-offs (``c1 - 30``, ``c1 - 60`` days by default), whose
 labels all end by ``c2``, so the evaluation stays out of sample. Pooling gives the model more rows
 and more than one season to learn from. The model that scores customers as of ``E`` is then
-refitted in the same way on the rows ending at ``c2``. Every aggregate over order lines is an Ibis expression, so it runs in the engine that holds
-the tables; only the per-customer feature table is brought into pandas for LightGBM.
+refitted in the same way on the rows ending at ``c2``. Every aggregate over order lines is an Ibis expression, so it runs in the engine that stores
+the tables. Only the per-customer feature table is brought into pandas for LightGBM.
 
 References
 ----------
@@ -195,8 +195,8 @@ def churn_labels(purchases: ibis.Table, *, cutoff: dt.date, horizon_days: int = 
 
     Notes
     -----
-    The caller makes sure the data run to at least ``c + N``; a horizon that reaches past the data
-    labels every customer who did not buy before the data end as churned.
+    The caller makes sure the data run to at least ``c + N``, because a horizon that reaches past the
+    data labels every customer who did not buy before the data end as churned.
     """
     cutoff = _as_date(cutoff, "cutoff")
     check_range("horizon_days", horizon_days, low=1)
@@ -839,7 +839,7 @@ def _pooled_rows(lines: ibis.Table, purchases: ibis.Table, latest: dt.date, *, f
                  ) -> tuple[pd.DataFrame, tuple[dt.date, ...]]:
     """Return the labelled rows of ``latest`` and of the earlier pooled cut-offs, and those cut-offs.
 
-    ``latest`` must pass the checks of :func:`_labelled_frame`; an earlier cut-off with less than one
+    ``latest`` must pass the checks of :func:`_labelled_frame`. An earlier cut-off with less than one
     horizon of history, or too few customers of either class, is left out. ``latest_rows`` are the
     rows of ``latest`` when the caller has them already.
     """

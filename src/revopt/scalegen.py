@@ -13,7 +13,7 @@ Across chunks the generator keeps what a single shop would share:
   from its own block of the id space, so they keep the demo's format (``tb_`` and 8 hex digits,
   18-digit order numbers, 11-digit mobile numbers) and never collide.
 
-The output folder holds ``orders/part-00000.parquet`` and further parts (one per chunk, with
+The output folder contains ``orders/part-00000.parquet`` and further parts (one per chunk, with
 the export's Chinese headers, so ``revopt analyze OUT/orders`` recognises the columns),
 ``products.parquet`` (the catalogue) and ``truth.json`` (the parameters and counts).
 """

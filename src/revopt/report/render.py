@@ -1092,6 +1092,7 @@ def _actions(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
                                     fill_value=0)
     values = by_segment.pivot_table(index="segment", columns="next_best_action", values="value", aggfunc="sum",
                                     fill_value=0.0)
+
     rows = []
     for code in segment_order:
         rows.append({
@@ -1103,6 +1104,7 @@ def _actions(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
         "cells": [formats.count(counts[action].sum()) for action in actions],
         "value": formats.money(float(values.to_numpy().sum())),
     }
+
     samples = []
     suffix = "zh" if data.language == "zh-CN" else "en"
     customers = data.customers
@@ -1113,6 +1115,7 @@ def _actions(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
                 best = chosen.sort_values("action_value", ascending=False, kind="stable").iloc[0]
                 samples.append({"action": formats.translate(f"actions.label.{action}"),
                                 "text": str(best[f"message_{suffix}"])})
+
     return {
         "headers": [formats.translate(f"actions.label.{action}") for action in actions],
         "rows": rows, "totals": totals, "samples": samples,
