@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -16,6 +17,7 @@ from sklearn.calibration import calibration_curve
 
 from revopt import churn
 from revopt.churn import (
+    ChurnModel,
     ChurnSettings,
     bgnbd_probability_no_purchase,
     churn_features,
@@ -359,6 +361,26 @@ def test_fit_on_synthetic_orders():
     assert len(scores) == purchases.customer_id.nunique().execute()
     check_scores(scores, model)
     assert "mean_hour" in model.features
+
+
+def test_sampled_training_and_chunked_scoring():
+    lines = synthetic_lines(customers=400, days=420, seed=5)
+    purchases = daily_purchases(lines)
+    customers = purchases.customer_id.nunique().execute()
+    model = fit_churn(lines, purchases, ChurnSettings(horizon_days=60, n_jobs=1, max_training_customers=200))
+
+    share = model.evaluation.sample_share
+    assert 0.4 < share < 0.6
+    # The sample is drawn by a hash of the id, so it holds about 200 of the 400 customers.
+    assert 100 < model.evaluation.eval_customers < 0.75 * customers
+    assert json.loads(json.dumps(model.evaluation.to_dict()))["sample_share"] == share
+
+    whole = model.score(lines, purchases)
+    assert len(whole) == customers  # every customer is scored, not only the sample
+    chunked_model = ChurnModel(dataclasses.replace(model.settings, score_chunk_customers=70), model.evaluation,
+                               model._classifier, model.end)
+    chunked = chunked_model.score(lines, purchases)
+    pd.testing.assert_frame_equal(chunked, whole)
 
 
 @pytest.fixture(scope="module")

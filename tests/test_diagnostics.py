@@ -543,6 +543,31 @@ def test_prediction_interval_for_clv(cdnow, cdnow_model):
     assert np.all(interval["upper"] > interval["lower"])
 
 
+def test_delta_interval_agrees_with_many_draws(cdnow, cdnow_model):
+    # Independent computation: the quantiles of 20,000 parameter draws. Their Monte Carlo error at
+    # the 5% and 95% quantiles is well under 1%, so a 5% tolerance tests the approximation itself.
+    rows, _ = unique_rows(*cdnow)
+
+    def expected(params):
+        return diagnostics.with_params(cdnow_model, params).expected_purchases(HOLDOUT_WEEKS, *rows)
+
+    drawn = diagnostics.prediction_interval(cdnow_model, expected, draws=20_000, seed=3)
+    delta = diagnostics.delta_interval(cdnow_model, expected)
+    np.testing.assert_allclose(delta["point"], drawn["point"], rtol=1e-12)
+    np.testing.assert_allclose(delta["lower"], drawn["lower"], rtol=0.05)
+    np.testing.assert_allclose(delta["upper"], drawn["upper"], rtol=0.05)
+    assert np.all((delta["lower"] < delta["point"]) & (delta["point"] < delta["upper"]))
+
+
+def test_delta_interval_is_nan_where_the_prediction_is_not_positive(cdnow_model):
+    interval = diagnostics.delta_interval(cdnow_model, lambda p: np.array([1.0, 0.0]) * p["r"])
+    assert np.isfinite(interval["lower"][0])
+    assert np.isnan(interval["lower"][1])
+    assert np.isnan(interval["upper"][1])
+    with pytest.raises(ConfigError, match=r"level must be in \(0, 1\)"):
+        diagnostics.delta_interval(cdnow_model, lambda p: np.ones(2), level=0.0)
+
+
 def test_prediction_interval_rejects_bad_arguments(cdnow_model):
     with pytest.raises(ConfigError, match=r"level must be in \(0, 1\)"):
         diagnostics.prediction_interval(cdnow_model, lambda p: np.zeros(2), level=1.0, seed=1)

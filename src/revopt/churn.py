@@ -138,6 +138,12 @@ class ChurnSettings:
         contributions, which grows with the square of the depth.
     n_jobs : int, default 2
         Threads LightGBM uses.
+    max_training_customers : int, default 200,000
+        Above this many customers, training and evaluation use a fixed sample of about this many
+        (chosen by a hash of the customer id, the same in every run on one engine); every customer
+        is still scored. The sample bounds the time and memory of training on large shops.
+    score_chunk_customers : int, default 500,000
+        Customers scored at once; the memory of scoring grows with this, not with the shop.
     """
 
     horizon_days: int = DEFAULT_HORIZON_DAYS
@@ -151,10 +157,12 @@ class ChurnSettings:
     num_leaves: int = 4
     max_depth: int = 2
     n_jobs: int = 2
+    max_training_customers: int = 200_000
+    score_chunk_customers: int = 500_000
 
     def __post_init__(self) -> None:
         for name in ("horizon_days", "seed", "training_cutoffs", "cutoff_step_days", "folds", "n_estimators",
-                     "num_leaves", "max_depth", "n_jobs"):
+                     "num_leaves", "max_depth", "n_jobs", "max_training_customers", "score_chunk_customers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ConfigError(message_id="churn.errors.not_whole", name=name, value=repr(value))
@@ -167,6 +175,8 @@ class ChurnSettings:
         check_range("num_leaves", self.num_leaves, low=2)
         check_range("max_depth", self.max_depth, low=1)
         check_range("n_jobs", self.n_jobs, low=1)
+        check_range("max_training_customers", self.max_training_customers, low=MIN_CUSTOMERS)
+        check_range("score_chunk_customers", self.score_chunk_customers, low=1)
         check_range("learning_rate", self.learning_rate, low=0.0, low_inclusive=False, high=1.0)
         if self.calibration not in CALIBRATION_METHODS:
             raise ConfigError(message_id="churn.errors.bad_calibration", value=repr(self.calibration),
@@ -443,9 +453,12 @@ def _bgnbd_at(purchases: ibis.Table, cutoff: dt.date, horizon_days: int) -> pd.D
 def _frame_at(lines: ibis.Table, purchases: ibis.Table, cutoff: dt.date, horizon_days: int) -> pd.DataFrame:
     """Return features and BG/NBD outputs at ``cutoff``, one row per customer, sorted by customer_id."""
     features = churn_features(lines, purchases, cutoff=cutoff, horizon_days=horizon_days)
-    frame = features.order_by("customer_id").to_pandas()
-    bgnbd = _bgnbd_at(purchases, cutoff, horizon_days)
-    frame = frame.merge(bgnbd, on="customer_id", how="left", validate="one_to_one")
+    return _with_bgnbd(features.to_pandas(), _bgnbd_at(purchases, cutoff, horizon_days))
+
+
+def _with_bgnbd(features: pd.DataFrame, bgnbd: pd.DataFrame) -> pd.DataFrame:
+    """Join the BG/NBD outputs to the features of the same customers; sorted by customer_id."""
+    frame = features.merge(bgnbd, on="customer_id", how="left", validate="one_to_one")
     return frame.sort_values("customer_id", ignore_index=True)
 
 
@@ -601,6 +614,9 @@ class ChurnEvaluation:
         ``bgnbd_no_purchase`` (the BG/NBD probability of no purchase in the next ``N`` days).
     beats_baseline : bool
         Whether the model's ROC AUC and PR AUC are both above the better of the two baselines.
+    sample_share : float
+        Share of customers that training and evaluation used (1.0 unless the shop has more than
+        ``max_training_customers``).
     """
 
     horizon_days: int
@@ -615,6 +631,7 @@ class ChurnEvaluation:
     features: tuple[str, ...]
     scores: dict[str, ScoreMetrics] = field(default_factory=dict)
     beats_baseline: bool = False
+    sample_share: float = 1.0
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict: dates as ISO strings, tuples as lists."""
@@ -739,7 +756,22 @@ class ChurnModel:
             If no customer bought on or before ``as_of``, or the tables lack a feature the model uses.
         """
         as_of = self.end if as_of is None else _as_date(as_of, "as_of")
-        frame = _frame_at(lines, purchases, as_of, self.settings.horizon_days)
+        horizon = self.settings.horizon_days
+        bgnbd = _bgnbd_at(purchases, as_of, horizon)
+        features = churn_features(lines, purchases, cutoff=as_of, horizon_days=horizon)
+        chunks = math.ceil(len(bgnbd) / self.settings.score_chunk_customers)
+        if chunks <= 1:
+            parts = [self._score_frame(_with_bgnbd(features.to_pandas(), bgnbd))]
+        else:
+            # Features are computed once in the engine, then scored a chunk of customers at a time.
+            bucketed = features.mutate(_chunk=_customer_bucket(features.customer_id, chunks)).cache()
+            parts = [self._score_frame(_with_bgnbd(bucketed.filter(bucketed._chunk == chunk).drop("_chunk")
+                                                   .to_pandas(), bgnbd))
+                     for chunk in range(chunks)]
+            bucketed.release()
+        return pd.concat(parts, ignore_index=True).sort_values("customer_id", ignore_index=True)
+
+    def _score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         probability = self._classifier.probability(frame)
         contributions = self._classifier.contributions(frame)
 
@@ -800,6 +832,7 @@ def fit_churn(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSettings 
         raise InputError(message_id="churn.errors.short_history", first=first, last=end,
                          days=(end - first).days, needed=needed, horizon=horizon)
 
+    lines, purchases, sample_share = _training_sample(lines, purchases, settings)
     train, train_cutoffs = _pooled_rows(lines, purchases, train_cutoff, first=first, settings=settings)
     held_out = _labelled_frame(lines, purchases, eval_cutoff, horizon, required=True)
     eval_labels = held_out.churned.to_numpy()
@@ -825,6 +858,7 @@ def fit_churn(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSettings 
         features=classifier.features,
         scores=scores,
         beats_baseline=bool(scores["model"].roc_auc > best_roc and scores["model"].pr_auc > best_pr),
+        sample_share=sample_share,
     )
     log.info("event=churn_evaluated cutoff=%s roc_auc=%.4f pr_auc=%.4f baseline_roc_auc=%.4f baseline_pr_auc=%.4f "
              "beats_baseline=%s", eval_cutoff, scores["model"].roc_auc, scores["model"].pr_auc, best_roc, best_pr,
@@ -832,6 +866,28 @@ def fit_churn(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSettings 
 
     final_rows, _ = _pooled_rows(lines, purchases, eval_cutoff, first=first, settings=settings, latest_rows=held_out)
     return ChurnModel(settings, evaluation, _fit_classifier(final_rows, settings), end)
+
+
+# Buckets of the customer-id hash that the training sample is drawn from.
+_SAMPLE_BUCKETS = 1_000_000
+
+
+def _customer_bucket(customer_id: ibis.StringValue, buckets: int) -> ibis.IntegerValue:
+    """A bucket in [0, buckets) from a hash of the id; the same id falls in the same bucket on one engine."""
+    return ((customer_id.hash() % buckets) + buckets) % buckets
+
+
+def _training_sample(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSettings):
+    """Return lines and purchases of a fixed sample of about ``max_training_customers`` customers, and its share."""
+    customers = int(purchases.customer_id.nunique().execute())
+    if customers <= settings.max_training_customers:
+        return lines, purchases, 1.0
+    share = settings.max_training_customers / customers
+    kept = math.ceil(share * _SAMPLE_BUCKETS)
+    log.info("event=churn_training_sample customers=%d share=%.4f", customers, share)
+    sample = [table.filter(_customer_bucket(table.customer_id, _SAMPLE_BUCKETS) < kept)
+              for table in (lines, purchases)]
+    return sample[0], sample[1], kept / _SAMPLE_BUCKETS
 
 
 def _pooled_rows(lines: ibis.Table, purchases: ibis.Table, latest: dt.date, *, first: dt.date,

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtri
 
 from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, NotFittedError, check_range
 from revopt.models._fitting import require, unique_rows, validate_summary, weighted_sum
@@ -33,6 +34,7 @@ from revopt.models.pareto_nbd import _log_hyp2f1_cf
 
 __all__ = [
     "conditional_expectations",
+    "delta_interval",
     "holdout_errors",
     "model_comparison",
     "next_purchase_time",
@@ -566,6 +568,66 @@ def prediction_interval(
 
     tail = (1.0 - level) / 2.0
     lower, upper = np.quantile(values, [tail, 1.0 - tail], axis=0)
+    return {"point": point, "lower": lower, "upper": upper}
+
+
+def delta_interval(model, function: Callable[[dict[str, float]], np.ndarray], *, level: float = 0.9,
+                   step: float = 1e-4) -> dict[str, np.ndarray]:
+    """Give each customer an interval for a positive prediction by the delta method on the log scale.
+
+    The fast counterpart of :func:`prediction_interval`. With ``g`` the gradient of
+    ``log function`` with respect to the log-parameters (central differences of relative size
+    ``step``) and ``S`` their covariance (see :func:`parameter_draws`), ``log function`` is taken as
+    normal with standard deviation ``sqrt(g S g')``, and the interval is
+    ``point * exp(-+ z sd)`` with ``z`` the normal quantile of ``level``. It needs ``2k + 1``
+    evaluations of ``function`` for ``k`` parameters, against one per draw, and agrees with the
+    draws' quantiles to a few per cent where the parameters are well determined.
+
+    Parameters
+    ----------
+    model : fitted model
+        Any model with ``fit_result_.covariance``.
+    function : callable
+        ``function(params) -> array`` of positive values, as for :func:`prediction_interval`.
+    level : float, default 0.9
+        Probability inside the interval, in (0, 1).
+    step : float, default 1e-4
+        Step in each log-parameter for the central differences.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``point``, ``lower`` and ``upper``. The bounds are NaN where ``function`` is not positive at
+        the estimates or at a step.
+
+    Raises
+    ------
+    FitError, NotFittedError
+        See :func:`parameter_draws`.
+    ConfigError
+        If ``level`` is outside (0, 1).
+    """
+    check_range("level", level, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+    fit = _fit_result(model)
+    if fit.covariance is None:
+        raise FitError(f"{type(model).__name__}: the fit has no covariance matrix, so the delta method has no "
+                       "variance to carry; refit on more customers, or on a longer calibration period")
+    names = list(fit.params)
+    estimates = np.array([fit.params[name] for name in names])
+    log_covariance = np.asarray(fit.covariance) / np.outer(estimates, estimates)
+    point = np.asarray(function(dict(fit.params)), dtype=float)
+    gradient = np.empty(point.shape + (len(names),))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, name in enumerate(names):
+            up = {**fit.params, name: float(estimates[i] * np.exp(step))}
+            down = {**fit.params, name: float(estimates[i] * np.exp(-step))}
+            log_up = np.log(np.asarray(function(up), dtype=float))
+            log_down = np.log(np.asarray(function(down), dtype=float))
+            gradient[..., i] = (log_up - log_down) / (2.0 * step)
+        variance = np.einsum("...i,ij,...j->...", gradient, log_covariance, gradient)
+        spread = ndtri(0.5 + level / 2.0) * np.sqrt(np.maximum(variance, 0.0))
+        lower = np.where(point > 0, point * np.exp(-spread), np.nan)
+        upper = np.where(point > 0, point * np.exp(spread), np.nan)
     return {"point": point, "lower": lower, "upper": upper}
 
 

@@ -146,6 +146,11 @@ class ScaleLog:
     chunks: tuple[ScaleChunk, ...]
 
 
+# Rows per Parquet row group: engines read row groups in parallel, so a part of a million lines
+# written as one group would be read by one thread.
+ROW_GROUP_ROWS = 128 * 1024
+
+
 def write_scale_log(
     out_dir: str | Path,
     *,
@@ -240,7 +245,7 @@ def write_scale_log(
         chunk = _generate_shop_with_catalogue(chunk_params, catalogue)
         table = _order_table(chunk, _IdBlocks(index, n_chunks), id_rng)
         path = orders_dir / PART_NAME_FORMAT.format(index=index)
-        pq.write_table(table, path)
+        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
         chunks.append(ScaleChunk(index, chunk_seed, size, table.num_rows, path))
         for name, value in _chunk_counts(chunk).items():
             counts[name] = counts.get(name, 0) + value

@@ -19,6 +19,7 @@ the day's net spend, so returns booked the same day reduce it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ibis
@@ -26,7 +27,7 @@ import ibis
 from revopt.errors import ConfigError, ParseError
 from revopt.ingest.columns import ColumnMapping
 from revopt.ingest.files import StagedFile
-from revopt.ingest.parsing import DateFamily, detect_date_family, parse_number, parse_timestamp
+from revopt.ingest.parsing import DateFamily, detect_date_family, parse_number, parse_timestamp, to_local_time
 
 __all__ = ["CANCELLED_STATUSES", "DUPLICATE_MODES", "CleanTables", "build_raw", "clean_orders"]
 
@@ -55,20 +56,67 @@ class CleanTables:
 
 
 def build_raw(staged: list[StagedFile], mappings: list[ColumnMapping], con) -> ibis.Table:
-    """Union the staged files into one table of raw text fields, with file, row and a whole-row key."""
+    """Union the staged files into one table of raw fields, with file, row, a whole-row key and its hash.
+
+    Fields keep the type they have in every file (a Parquet timestamp stays a timestamp); a field
+    whose type differs between files is taken as text in all of them.
+    """
+    tables = [con.table(file.table) for file in staged]
+    field_types: dict[str, set] = {}
+    for table, mapping in zip(tables, mappings):
+        for name in RAW_FIELDS:
+            if mapping.has(name):
+                field_types.setdefault(name, set()).add(table[mapping.columns[name]].type())
     parts = []
-    for file, mapping in zip(staged, mappings):
-        table = con.table(file.table)
-        row_key = ibis.literal("\x1f").join([table[c].fill_null("\x00") for c in file.headers])
-        columns = {
-            f"raw_{name}": (table[mapping.columns[name]] if mapping.has(name) else ibis.null("string"))
-            for name in RAW_FIELDS
-        }
+    for file, mapping, table in zip(staged, mappings, tables):
+        columns = {}
+        for name in RAW_FIELDS:
+            if not mapping.has(name):
+                columns[f"raw_{name}"] = ibis.null("string")
+                continue
+            column = table[mapping.columns[name]]
+            columns[f"raw_{name}"] = column if len(field_types[name]) == 1 else column.cast("string")
+        whole_row = {column: table[column] for column in file.headers}
         parts.append(table.select(
             source_file=ibis.literal(file.path.name), source_row=table.source_row.cast("int64"),
-            row_key=row_key, **columns,
+            row_hash=ibis.struct(whole_row).hash(),
+            row_key=ibis.literal("\x1f").join([_as_text(table[c], strip=False).fill_null("\x00") for c in file.headers]),
+            **columns,
         ))
     return ibis.union(*parts) if len(parts) > 1 else parts[0]
+
+
+def _as_text(column: ibis.Value, *, strip: bool = True) -> ibis.StringValue:
+    """The column as text: trimmed where it is text already, cast where the file typed it."""
+    if column.type().is_string():
+        return column.strip() if strip else column
+    return column.cast("string")
+
+
+def _as_number(column: ibis.Value) -> ibis.FloatingValue:
+    """A number column as float64; text is parsed with :func:`parse_number`."""
+    if column.type().is_numeric():
+        return column.cast("float64")
+    return parse_number(_as_text(column, strip=False))
+
+
+def _is_empty(column: ibis.Value) -> ibis.BooleanValue:
+    if column.type().is_string():
+        return column.isnull() | (column.strip() == "")
+    return column.isnull()
+
+
+def _is_typed_time(column: ibis.Value) -> bool:
+    return column.type().is_timestamp() or column.type().is_date()
+
+
+def _typed_time(column: ibis.Value, tz: str | None) -> ibis.TimestampValue:
+    """A date or timestamp column as a local timestamp; one with a time zone is converted to ``tz``."""
+    if column.type().is_date():
+        return column.cast("timestamp")
+    if column.type().timezone is not None:
+        return to_local_time(column, tz or "UTC")
+    return column
 
 
 def _first_bad(table, condition, column_label: str, source_column: str) -> dict:
@@ -80,11 +128,12 @@ def _first_bad(table, condition, column_label: str, source_column: str) -> dict:
             "value": repr(first[source_column])}
 
 
-def _check_share(bad: int, total: int, *, message_id: str, where: dict, max_invalid_share: float) -> None:
-    """Raise ParseError when more than ``max_invalid_share`` of ``total`` values failed; name the first one."""
+def _check_share(bad: int, total: int, *, message_id: str, where: Callable[[], dict],
+                 max_invalid_share: float) -> None:
+    """Raise ParseError when more than ``max_invalid_share`` of ``total`` values failed; ``where()`` names the first."""
     if total and bad / total > max_invalid_share:
         raise ParseError(message_id=message_id, bad=bad, total=total,
-                         where=ParseError(message_id="errors.first_bad", **where))
+                         where=ParseError(message_id="errors.first_bad", **where()))
 
 
 def clean_orders(
@@ -112,52 +161,65 @@ def clean_orders(
     """
     if duplicates not in DUPLICATE_MODES:
         raise ConfigError(f"duplicates mode {duplicates!r} is not valid; use one of: {', '.join(DUPLICATE_MODES)}")
-    raw = con.create_table(f"{table_prefix}raw", raw, overwrite=True)
-
+    date_column = raw.raw_date
     family: DateFamily | None = None
-    if date_format is None:
-        family = detect_date_family(raw, "raw_date", dayfirst=dayfirst, source=source,
-                                    column_label=column_labels["date"])
-    if tz is None and (family is not None and family.has_offset or date_format is not None and "%z" in date_format):
-        example = raw.filter(raw.raw_date.notnull()).select("raw_date").limit(1).to_pandas().raw_date.iloc[0]
-        raise ConfigError(message_id="errors.offset_needs_tz", source=source, column=column_labels["date"],
-                          example=repr(example))
-    timestamp = parse_timestamp(raw.raw_date.strip(), family, tz=tz, date_format=date_format)
+    typed_time = _is_typed_time(date_column)
+    if typed_time:
+        if date_column.type().is_timestamp() and date_column.type().timezone is not None and tz is None:
+            example = raw.filter(date_column.notnull()).select(value=date_column.cast("string")).limit(1)
+            raise ConfigError(message_id="errors.offset_needs_tz", source=source, column=column_labels["date"],
+                              example=repr(example.to_pandas().value.iloc[0]))
+        timestamp = _typed_time(date_column, tz)
+    else:
+        date_text = _as_text(date_column)
+        if date_format is None:
+            family = detect_date_family(raw.select(raw_date=date_text), "raw_date", dayfirst=dayfirst, source=source,
+                                        column_label=column_labels["date"])
+        if tz is None and (family is not None and family.has_offset
+                           or date_format is not None and "%z" in date_format):
+            example = raw.filter(date_column.notnull()).select("raw_date").limit(1).to_pandas().raw_date.iloc[0]
+            raise ConfigError(message_id="errors.offset_needs_tz", source=source, column=column_labels["date"],
+                              example=repr(example))
+        timestamp = parse_timestamp(date_text, family, tz=tz, date_format=date_format)
     if "amount" not in column_labels and "unit_price" not in column_labels:
         # Baskets without money (Groceries): amounts stay null and no row is rejected for them.
         amount = ibis.null("float64")
         amount_empty = ibis.literal(False)
     elif amount_from_lines:
-        amount = parse_number(raw.raw_quantity) * parse_number(raw.raw_unit_price)
+        amount = _as_number(raw.raw_quantity) * _as_number(raw.raw_unit_price)
         amount_empty = raw.raw_quantity.isnull() | raw.raw_unit_price.isnull()
     else:
-        amount = parse_number(raw.raw_amount)
-        amount_empty = raw.raw_amount.isnull() | (raw.raw_amount.strip() == "")
-    date_empty = raw.raw_date.isnull() | (raw.raw_date.strip() == "")
+        amount = _as_number(raw.raw_amount)
+        amount_empty = _is_empty(raw.raw_amount)
+    date_empty = _is_empty(date_column)
 
     drop_duplicates = duplicates == "drop" or (duplicates == "auto" and has_order_id)
-    duplicate_rank = ibis.row_number().over(group_by=raw.row_key, order_by=[raw.source_file, raw.source_row])
-    status = raw.raw_status.strip().lower()
-    customer = raw.raw_customer_id.strip()
+    duplicate_rows = _identical_rows(raw, con=con, table_prefix=table_prefix)
+    raw = raw.left_join(duplicate_rows, ["source_file", "source_row"]).select(
+        raw, is_identical=ibis._.later_copy.notnull()
+    )
+    status = _as_text(raw.raw_status).lower()
+    customer = _as_text(raw.raw_customer_id)
+    order_id = _as_text(raw.raw_order_id)
     parsed = raw.mutate(
         customer_id=ibis.ifelse(customer == "", None, customer),
-        order_id=ibis.coalesce(raw.raw_order_id.strip(), raw.source_file + "#" + raw.source_row.cast("string")),
+        order_id=ibis.coalesce(order_id, raw.source_file + "#" + raw.source_row.cast("string")),
         order_time=timestamp,
         amount=amount,
-        quantity=parse_number(raw.raw_quantity),
+        quantity=_as_number(raw.raw_quantity),
         # An export that names products without ids (Groceries) identifies them by name.
-        product_id=(raw.raw_product_id.strip() if "product_id" in column_labels else raw.raw_product_name.strip()),
-        product_name=raw.raw_product_name.strip(),
-        status=raw.raw_status.strip(),
-        is_duplicate=(duplicate_rank > 0) if drop_duplicates else ibis.literal(False),
-        is_identical=duplicate_rank > 0,
+        product_id=_as_text(raw.raw_product_id if "product_id" in column_labels else raw.raw_product_name),
+        product_name=_as_text(raw.raw_product_name),
+        status=_as_text(raw.raw_status),
+        is_duplicate=raw.is_identical if drop_duplicates else ibis.literal(False),
         is_cancelled=status.isin(list(CANCELLED_STATUSES)).fill_null(False),
+        is_return_id=order_id.upper().startswith("C").fill_null(False),
         date_empty=date_empty,
         amount_empty=amount_empty,
         amount_parsed=ibis.literal("amount" in column_labels or "unit_price" in column_labels),
-        unit_price=parse_number(raw.raw_unit_price),
+        unit_price=_as_number(raw.raw_unit_price),
         category=_text_or_null(raw.raw_category),
-        discount=parse_number(raw.raw_discount),
+        discount=_as_number(raw.raw_discount),
         customer_name=_text_or_null(raw.raw_customer_name),
         gender=_text_or_null(raw.raw_gender),
     )
@@ -170,29 +232,11 @@ def clean_orders(
         (parsed.amount.isnull() & parsed.amount_parsed, "invalid_amount"),
         else_=ibis.null("string"),
     )
+    # ``parsed`` stays a query: the kept lines and the rejected rows are each one pass over the
+    # input, and every count below reads those two tables, so no full copy of the raw rows is made.
     parsed = parsed.mutate(reason=reason)
-    parsed = con.create_table(f"{table_prefix}parsed", parsed, overwrite=True)
-
-    stats = _count(parsed)
-    _check_share(
-        stats["bad_dates"], stats["non_empty_dates"], message_id="errors.bad_dates",
-        where=_first_bad(parsed, (parsed.reason == "invalid_date"), column_labels["date"], "raw_date"),
-        max_invalid_share=max_invalid_share,
-    )
-    amount_label = column_labels.get("amount") or f"{column_labels.get('quantity')} × {column_labels.get('unit_price')}"
-    amount_source = "raw_amount" if not amount_from_lines else "raw_quantity"
-    _check_share(
-        stats["bad_amounts"], stats["non_empty_amounts"], message_id="errors.bad_amounts",
-        where=_first_bad(parsed, (parsed.reason == "invalid_amount"), amount_label, amount_source),
-        max_invalid_share=max_invalid_share,
-    )
-
     kept = parsed.filter(parsed.reason.isnull())
-    is_return = (
-        (kept.amount < 0)
-        | (kept.quantity.fill_null(0) < 0)
-        | kept.raw_order_id.strip().upper().startswith("C")
-    ).fill_null(False)
+    is_return = ((kept.amount < 0) | (kept.quantity.fill_null(0) < 0) | kept.is_return_id).fill_null(False)
     lines = kept.select(
         "source_file", "source_row", "customer_id", "order_id", "order_time",
         order_date=kept.order_time.date(), amount=kept.amount, quantity=kept.quantity, unit_price=kept.unit_price,
@@ -200,10 +244,30 @@ def clean_orders(
         customer_name=kept.customer_name, gender=kept.gender, status=kept.status, is_return=is_return,
     )
     lines = con.create_table(f"{table_prefix}lines", lines, overwrite=True)
-    rejected = parsed.filter(parsed.reason.notnull()).select(
-        "source_file", "source_row", "reason", *[f"raw_{name}" for name in RAW_FIELDS]
-    ).order_by(["source_file", "source_row"])
-    rejected = con.create_table(f"{table_prefix}rejected", rejected, overwrite=True)
+    failed = parsed.filter(parsed.reason.notnull())
+    failed = con.create_table(f"{table_prefix}rejected_rows", failed.select(
+        "source_file", "source_row", "reason", "date_empty", "amount_empty", "amount_parsed",
+        date_failed=failed.order_time.isnull(), amount_failed=failed.amount.isnull(),
+        **{f"raw_{name}": _as_text(failed[f"raw_{name}"], strip=False) for name in RAW_FIELDS},
+    ), overwrite=True)
+
+    stats = _count(lines, failed, duplicate_rows)
+    _check_share(
+        stats["bad_dates"], stats["non_empty_dates"], message_id="errors.bad_dates",
+        where=lambda: _first_bad(failed, failed.reason == "invalid_date", column_labels["date"], "raw_date"),
+        max_invalid_share=max_invalid_share,
+    )
+    amount_label = column_labels.get("amount") or f"{column_labels.get('quantity')} × {column_labels.get('unit_price')}"
+    amount_source = "raw_amount" if not amount_from_lines else "raw_quantity"
+    _check_share(
+        stats["bad_amounts"], stats["non_empty_amounts"], message_id="errors.bad_amounts",
+        where=lambda: _first_bad(failed, failed.reason == "invalid_amount", amount_label, amount_source),
+        max_invalid_share=max_invalid_share,
+    )
+
+    rejected = failed.select("source_file", "source_row", "reason", *[f"raw_{name}" for name in RAW_FIELDS])
+    rejected = con.create_table(f"{table_prefix}rejected", rejected.order_by(["source_file", "source_row"]),
+                                overwrite=True)
     purchases = daily_purchases(lines)
     purchases = con.create_table(f"{table_prefix}purchases", purchases, overwrite=True)
 
@@ -211,16 +275,31 @@ def clean_orders(
     stats["identical_rows_kept"] = 0 if drop_duplicates else stats.pop("identical_rows")
     stats.pop("identical_rows", None)
     return CleanTables(lines=lines, purchases=purchases, rejected=rejected, stats=stats,
-                       date_family=family.name if family else date_format)
+                       date_family=family.name if family else (date_format or "typed"))
+
+
+def _identical_rows(raw: ibis.Table, *, con, table_prefix: str) -> ibis.Table:
+    """Materialise the rows that repeat an earlier row exactly, as (source_file, source_row, later_copy).
+
+    Rows are first grouped by a 64-bit hash of the whole row, which needs memory for one integer per
+    row; only rows whose hash occurs more than once are compared in full, so a hash collision never
+    marks a row as a copy.
+    """
+    repeated = raw.group_by("row_hash").aggregate(copies=ibis._.count()).filter(ibis._.copies > 1)
+    candidates = raw.semi_join(repeated, "row_hash")
+    rank = ibis.row_number().over(group_by=candidates.row_key, order_by=[candidates.source_file, candidates.source_row])
+    copies = candidates.mutate(rank=rank).filter(ibis._.rank > 0)
+    copies = copies.select("source_file", "source_row", later_copy=ibis.literal(True))
+    return con.create_table(f"{table_prefix}identical_rows", copies, overwrite=True)
 
 
 # Cell texts that mean "no value" after a trip through pandas, Excel or a database export.
 NULL_TEXTS = ("", "-", "--", "—", "none", "nan", "nat", "null", "n/a", "#n/a")
 
 
-def _text_or_null(column: ibis.StringValue) -> ibis.StringValue:
+def _text_or_null(column: ibis.Value) -> ibis.StringValue:
     """Trimmed text, with empty cells and the texts of :data:`NULL_TEXTS` as null."""
-    trimmed = column.strip()
+    trimmed = _as_text(column)
     return ibis.ifelse(trimmed.lower().isin(NULL_TEXTS), ibis.null("string"), trimmed)
 
 
@@ -235,22 +314,28 @@ def daily_purchases(lines: ibis.Table) -> ibis.Table:
     return by_day.filter(by_day.purchase_lines > 0).drop("purchase_lines")
 
 
-def _count(parsed: ibis.Table) -> dict:
-    row = parsed.aggregate(
-        rows_read=parsed.count(),
-        duplicates_dropped=parsed.is_duplicate.sum(),
-        identical_rows=parsed.is_identical.sum(),
-        cancelled_rows=(parsed.reason == "cancelled_status").sum(),
-        # Counted over all rows, whatever other reason a row has, so that bad / total share one base.
-        bad_dates=(~parsed.date_empty & parsed.order_time.isnull()).sum(),
-        non_empty_dates=(~parsed.date_empty).sum(),
-        bad_amounts=(~parsed.amount_empty & parsed.amount.isnull() & parsed.amount_parsed).sum(),
-        non_empty_amounts=(~parsed.amount_empty).sum(),
-        rows_rejected=parsed.reason.notnull().sum(),
+def _count(lines: ibis.Table, failed: ibis.Table, identical: ibis.Table) -> dict:
+    """Counts of the ingest summary, from the kept lines, the rejected rows (with their checks) and exact copies.
+
+    Kept lines have a valid date and amount, so date and amount failures are counted over the
+    rejected rows, whatever other reason a row was rejected for, and bad / total share one base.
+    """
+    kept = int(lines.count().execute())
+    row = failed.aggregate(
+        rows_rejected=failed.count(),
+        duplicates_dropped=(failed.reason == "duplicate").sum(),
+        cancelled_rows=(failed.reason == "cancelled_status").sum(),
+        bad_dates=(~failed.date_empty & failed.date_failed).sum(),
+        non_empty_dates=(~failed.date_empty).sum(),
+        bad_amounts=(~failed.amount_empty & failed.amount_failed & failed.amount_parsed).sum(),
+        non_empty_amounts=(~failed.amount_empty).sum(),
     ).to_pandas().iloc[0]
-    rejected = parsed.filter(parsed.reason.notnull())
-    reasons = rejected.group_by("reason").aggregate(n=rejected.count()).to_pandas()
+    reasons = failed.group_by("reason").aggregate(n=failed.count()).to_pandas()
     stats = {key: int(value or 0) for key, value in row.items()}
+    stats["rows_read"] = kept + stats["rows_rejected"]
+    stats["non_empty_dates"] += kept
+    stats["non_empty_amounts"] += kept
+    stats["identical_rows"] = int(identical.count().execute())
     stats["rejected_by_reason"] = {r: int(n) for r, n in zip(reasons.reason, reasons.n)}
     return stats
 

@@ -1,8 +1,9 @@
-"""Find the input files, detect encoding, delimiter and header, and stage each file in DuckDB as text.
+"""Find the input files, detect encoding, delimiter and header, and stage each file in DuckDB.
 
-Every cell is staged as VARCHAR exactly as exported, so identifiers keep their leading zeros and a
-phone number never becomes a float; parsing into dates and amounts happens later, in SQL, where a
-value that fails can be traced to its file and row.
+Every cell of a text or Excel file is staged as VARCHAR exactly as exported, so identifiers keep
+their leading zeros and a phone number never becomes a float; parsing into dates and amounts
+happens later, in SQL, where a value that fails can be traced to its file and row. Parquet files
+carry their own types and are read in place through a view.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ OUTPUT_NAMES = frozenset({"customers.csv", "customers.parquet", "rejected.csv"})
 
 @dataclass(frozen=True)
 class StagedFile:
-    """One input file staged as a DuckDB table of text columns plus ``source_row`` (1-based line or sheet row)."""
+    """One input file staged as a DuckDB table or view plus ``source_row`` (1-based line, sheet or file row).
+
+    Columns of text and Excel files are text; those of Parquet files keep their types.
+    """
 
     path: Path
     table: str
@@ -173,7 +177,7 @@ def _unique_headers(cells: list[str], path: Path) -> list[str]:
 
 
 def stage_file(con, path: Path, table: str, staging_dir: Path) -> StagedFile:
-    """Stage one file as DuckDB table ``table`` (all text columns, plus ``source_row``) and describe it."""
+    """Stage one file as DuckDB table or view ``table`` (with ``source_row``) and describe it."""
     suffix = _suffix(path)
     if suffix in EXCEL_SUFFIXES:
         return _stage_excel(con, path, table)
@@ -284,12 +288,23 @@ def _stage_excel(con, path: Path, table: str) -> StagedFile:
 
 
 def _stage_parquet(con, path: Path, table: str) -> StagedFile:
-    relation = con.read_parquet(str(path))
-    headers = list(relation.columns)
-    relation = relation.select(**{name: relation[name].cast("string") for name in headers})
-    relation = relation.mutate(source_row=ibis.row_number() + 1)
-    staged = con.create_table(table, relation, overwrite=True)
-    rows = int(staged.count().execute())
+    """Stage a Parquet file as a view that keeps its column types; nothing is copied.
+
+    Parquet stores typed columns, so reading them as text would only cost a cast and a parse back;
+    the cleaning step parses only the columns that are text. Rows are numbered from 1 in file order.
+    """
+    quoted = str(path).replace("'", "''")
+    try:
+        con.raw_sql(
+            f'CREATE OR REPLACE VIEW "{table}" AS SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS '
+            f"source_row FROM read_parquet('{quoted}', file_row_number = true)"
+        )
+        staged = con.table(table)
+        rows = int(staged.count().execute())
+    except Exception as error:  # DuckDB raises its own error classes for a damaged or foreign file
+        raise InputError(message_id="errors.unreadable_table", path=path,
+                         detail=str(error).strip().splitlines()[0]) from error
     if rows == 0:
         raise InputError(message_id="errors.header_only", path=path)
+    headers = [name for name in staged.columns if name != "source_row"]
     return StagedFile(path, table, headers, True, "parquet", None, rows)

@@ -15,7 +15,7 @@ import ibis.expr.datatypes as dt
 
 from revopt.errors import ParseError
 
-__all__ = ["DateFamily", "DATE_FAMILIES", "detect_date_family", "parse_timestamp", "parse_number"]
+__all__ = ["DateFamily", "DATE_FAMILIES", "detect_date_family", "parse_timestamp", "parse_number", "to_local_time"]
 
 _TIME_SUFFIXES = (" %H:%M:%S.%f", " %H:%M:%S", " %H:%M", "T%H:%M:%S.%f", "T%H:%M:%S", "T%H:%M", "")
 
@@ -71,6 +71,11 @@ def _try_strptime_offset(value: str, date_format: str) -> _UTC_TIMESTAMP:
 @ibis.udf.scalar.builtin(name="timezone")
 def _to_local(zone: str, value: _UTC_TIMESTAMP) -> _LOCAL_TIMESTAMP:
     """DuckDB's ``timezone(zone, timestamptz)``: the wall-clock time in ``zone``."""
+
+
+def to_local_time(value, zone: str):
+    """A time-zone-aware timestamp expression as the wall-clock time in ``zone``."""
+    return _to_local(zone, value)
 
 
 def _excel_serial(value) -> ibis.Value:
