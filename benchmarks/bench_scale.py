@@ -22,7 +22,11 @@ Prints medians over ``--repeats`` runs, the ratios lifetimes / revopt for time a
 lifetimes for memory, the share of each revopt core stage, and both libraries' BG/NBD and
 Gamma-Gamma estimates beside the true parameters. Usage::
 
-    .venv/bin/python benchmarks/bench_scale.py [--customers 100000,1000000] [--repeats 3] [--full] [--work DIR]
+    .venv/bin/python benchmarks/bench_scale.py [--customers 100000,1000000,10000000] [--repeats 3] [--full]
+        [--work DIR] [--peer-max-customers 1000000]
+
+lifetimes runs only up to ``--peer-max-customers``; above it the script reports revopt alone, with
+the growth of time against the growth of lines from the smallest size.
 """
 
 from __future__ import annotations
@@ -169,12 +173,15 @@ def print_sizes(results: list[dict], repeats: int) -> None:
         core, lifetimes, full = result["core"], result["lifetimes"], result["full"]
         full_cells = (f"{median(full, 'seconds'):>9.1f}{median(full, 'peak_mib'):>10.0f}" if full
                       else f"{'-':>9}{'-':>10}")
+        peer_cells = (f"{median(lifetimes, 'seconds'):>13.1f}{median(lifetimes, 'peak_mib'):>15.0f}"
+                      f"{median(lifetimes, 'seconds') / median(core, 'seconds'):>13.2f}"
+                      f"{median(core, 'peak_mib') / median(lifetimes, 'peak_mib'):>12.2f}" if lifetimes
+                      else f"{'-':>13}{'-':>15}{'-':>13}{'-':>12}")
         print(f"{result['truth']['rows']:>11,}{result['truth']['n_customers']:>11,}"
-              f"{median(core, 'seconds'):>9.1f}{median(core, 'peak_mib'):>10.0f}{full_cells}"
-              f"{median(lifetimes, 'seconds'):>13.1f}{median(lifetimes, 'peak_mib'):>15.0f}"
-              f"{median(lifetimes, 'seconds') / median(core, 'seconds'):>13.2f}"
-              f"{median(core, 'peak_mib') / median(lifetimes, 'peak_mib'):>12.2f}")
+              f"{median(core, 'seconds'):>9.1f}{median(core, 'peak_mib'):>10.0f}{full_cells}{peer_cells}")
     for result in results:
+        if not result["lifetimes"]:
+            continue
         core, lifetimes = result["core"][-1], result["lifetimes"][-1]
         print(f"{result['truth']['n_customers']:,} customers: customer purchase days revopt {core['purchases']:,}, "
               f"lifetimes {lifetimes['purchases']:,}; customers revopt {core['customers']:,}, "
@@ -207,24 +214,45 @@ def print_parameters(results: list[dict]) -> None:
     print(f"{'customers':>11}{'param':>7}{'truth':>9}{'revopt':>28}{'lifetimes':>21}")
     for result in results:
         truth = result["truth"]["parameters"]
-        core, lifetimes = result["core"][-1], result["lifetimes"][-1]
+        core = result["core"][-1]
+        lifetimes = result["lifetimes"][-1] if result["lifetimes"] else None
         for model, names in (("bg_nbd", BG_NBD_PARAMS), ("gamma_gamma", GAMMA_GAMMA_PARAMS)):
             for name in names:
-                ours, theirs, se = core[model][name], lifetimes[model][name], core[f"{model}_se"][name]
+                ours, se = core[model][name], core[f"{model}_se"][name]
                 se_text = "nan" if se is None else f"{se:.4f}"
+                theirs = (f"{lifetimes[model][name]:>12.4f} ({lifetimes[model][name] / truth[name] - 1:>+6.1%})"
+                          if lifetimes else f"{'-':>21}")
                 print(f"{result['truth']['n_customers']:>11,}{name:>7}{truth[name]:>9.3f}"
-                      f"{ours:>9.4f} +-{se_text:>7} ({ours / truth[name] - 1:>+6.1%})"
-                      f"{theirs:>12.4f} ({theirs / truth[name] - 1:>+6.1%})")
+                      f"{ours:>9.4f} +-{se_text:>7} ({ours / truth[name] - 1:>+6.1%}){theirs}")
 
 
 def measure(folder: Path, truth: dict, args: argparse.Namespace) -> dict:
     result = {"truth": truth, "core": [], "full": [], "lifetimes": []}
+    with_peer = truth["n_customers"] <= args.peer_max_customers
     for _ in range(args.repeats):
         result["core"].append(run_child(["revopt", str(folder), "core"]))
         if args.full:
             result["full"].append(run_child(["revopt", str(folder), "full"]))
-        result["lifetimes"].append(run_child(["lifetimes", str(folder)]))
+        if with_peer:
+            result["lifetimes"].append(run_child(["lifetimes", str(folder)]))
     return result
+
+
+def print_growth(results: list[dict], kind: str) -> None:
+    """Print seconds per million lines at each size, and time growth against line growth from the smallest size."""
+    results = [result for result in results if result[kind]]
+    if len(results) < 2:
+        return
+    first = results[0]
+    print(f"\nrevopt {kind}: growth against the smallest log (time grows no faster than the input when the last "
+          "column is at most 1)")
+    print(f"{'lines':>13}{'seconds':>10}{'s per M lines':>15}{'lines x':>9}{'time x':>9}{'time x / lines x':>18}")
+    for result in results:
+        lines_ratio = result["truth"]["rows"] / first["truth"]["rows"]
+        time_ratio = median(result[kind], "seconds") / median(first[kind], "seconds")
+        print(f"{result['truth']['rows']:>13,}{median(result[kind], 'seconds'):>10.1f}"
+              f"{median(result[kind], 'seconds') / result['truth']['rows'] * 1e6:>15.2f}"
+              f"{lines_ratio:>9.1f}{time_ratio:>9.1f}{time_ratio / lines_ratio:>18.2f}")
 
 
 def main() -> None:
@@ -237,6 +265,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path,
                         help="folder for the logs and outputs, kept and reused per size and seed (default: a temporary "
                              "folder, removed at the end)")
+    parser.add_argument("--peer-max-customers", type=int, default=1_000_000,
+                        help="run lifetimes only on logs of at most this many customers; its memory grows with every "
+                             "line, so 10 million customers would not fit this machine (default 1,000,000)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -260,8 +291,10 @@ def main() -> None:
             results.append(measure(folder, truth, args))
     print_sizes(results, args.repeats)
     print_stages(results, "core")
+    print_growth(results, "core")
     if args.full:
         print_stages(results, "full")
+        print_growth(results, "full")
     print_parameters(results)
 
 

@@ -252,3 +252,26 @@ def test_few_customers_warn(tmp_path):
     path = no_dropout_orders(tmp_path / "orders.csv", customers=30, seed=6)
     with pytest.warns(DataQualityWarning, match="only 30 customers"):
         analyze(path, tmp_path / "out", AnalysisSettings(model="bg-nbd"))
+
+
+def test_rejected_file_lists_each_rejected_row_with_its_reason(tmp_path):
+    # The CDNOW sample with two extra rows: an exact copy of line 1 and an unreadable date.
+    source = dataset("cdnow", "CDNOW_sample.txt")
+    lines = source.read_text().splitlines()
+    lines += [lines[0], lines[1].replace("19970118", "19971318")]
+    orders = tmp_path / "orders.txt"
+    orders.write_text("\n".join(lines) + "\n")
+    settings = AnalysisSettings(column_map=("2=customer_id", "3=date", "5=amount"), duplicates="drop",
+                                growth=False, language="zh-CN")
+    result = analyze(orders, tmp_path / "out", settings)
+
+    raw = (tmp_path / "out" / "rejected.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfsource_file,source_row,reason,reason_text,")
+    rejected = pd.read_csv(tmp_path / "out" / "rejected.csv", encoding="utf-8-sig", dtype=str)
+    assert len(rejected) == result.ingest["rows_rejected"]
+    by_row = rejected.set_index("source_row")
+    assert by_row.loc[str(len(lines) - 1), "reason"] == "duplicate"
+    assert by_row.loc[str(len(lines)), "reason"] == "invalid_date"
+    assert by_row.loc[str(len(lines)), "raw_date"] == "19971318"
+    assert by_row.loc[str(len(lines)), "reason_text"] == "下单时间无法解析"
+    assert rejected.source_row.astype(int).is_monotonic_increasing

@@ -10,6 +10,7 @@ succeeded, so a failed run leaves nothing half-written.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime as dt
 import json
@@ -28,6 +29,9 @@ import ibis
 from ibis import _
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from revopt import segments as seg
 from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, RevoptWarning, check_range
@@ -596,22 +600,47 @@ def _model_json(selection: PurchaseModelChoice, gamma_gamma, settings, calibrati
 
 
 def _write_outputs(folder: Path, customers: pd.DataFrame, model: dict, kpis: dict, rejected, language: str) -> None:
-    customers.to_parquet(folder / "customers.parquet", index=False)
-    # UTF-8 with BOM, so that Excel shows Chinese text correctly.
-    customers.to_csv(folder / "customers.csv", index=False, encoding="utf-8-sig")
+    table = pa.Table.from_pandas(customers, preserve_index=False)
+    pq.write_table(table, folder / "customers.parquet")
+    write_csv_with_bom(table, folder / "customers.csv")
+    del table
     for name, content in (("model.json", model), ("kpis.json", kpis)):
         text = json.dumps(_without_nan(content), ensure_ascii=False, indent=2, default=_json_default, allow_nan=False)
         (folder / name).write_text(text, encoding="utf-8")
     _write_rejected(folder / "rejected.csv", rejected, language)
 
 
+def write_csv_with_bom(table: pa.Table, path: Path) -> None:
+    """Write ``table`` as CSV in UTF-8 with a byte-order mark, so that Excel shows Chinese text correctly.
+
+    Arrow's writer streams record batches in C++, which keeps a file of millions of customers fast.
+    """
+    with open(path, "wb") as sink:
+        sink.write(codecs.BOM_UTF8)
+        pacsv.write_csv(table, sink)
+
+
 def _write_rejected(path: Path, rejected, language: str) -> None:
+    """Write the rejected rows with a reason text in ``language``, from the engine, as UTF-8 with BOM.
+
+    The rows go from the engine to the file without passing through pandas, since a large export can
+    reject millions of rows (closed orders).
+    """
     from revopt.i18n import message
 
-    frame = rejected.to_pandas()
-    texts = {code: message(f"ingest.reason.{code}", language) for code in frame.reason.unique()}
-    frame.insert(3, "reason_text", frame.reason.map(texts))
-    frame.to_csv(path, index=False, encoding="utf-8-sig")
+    codes = rejected.select("reason").distinct().to_pandas().reason.tolist()
+    texts = ibis.memtable({"reason": codes, "reason_text": [message(f"ingest.reason.{code}", language)
+                                                            for code in codes]},
+                          schema={"reason": "string", "reason_text": "string"})
+    columns = list(rejected.columns)
+    ordered = columns[:3] + ["reason_text"] + columns[3:]
+    table = rejected.left_join(texts, "reason").select(*ordered).order_by(["source_file", "source_row"])
+    body = path.with_name(path.name + ".body")
+    table.to_csv(body)
+    with open(path, "wb") as sink, open(body, "rb") as source:
+        sink.write(codecs.BOM_UTF8)
+        shutil.copyfileobj(source, sink, length=16 * 1024 * 1024)
+    body.unlink()
 
 
 def _without_nan(value):

@@ -56,7 +56,7 @@ class CleanTables:
 
 
 def build_raw(staged: list[StagedFile], mappings: list[ColumnMapping], con) -> ibis.Table:
-    """Union the staged files into one table of raw fields, with file, row, a whole-row key and its hash.
+    """Union the staged files into one table of raw fields, with file, row and a hash of the whole row.
 
     Fields keep the type they have in every file (a Parquet timestamp stays a timestamp); a field
     whose type differs between files is taken as text in all of them.
@@ -80,7 +80,6 @@ def build_raw(staged: list[StagedFile], mappings: list[ColumnMapping], con) -> i
         parts.append(table.select(
             source_file=ibis.literal(file.path.name), source_row=table.source_row.cast("int64"),
             row_hash=ibis.struct(whole_row).hash(),
-            row_key=ibis.literal("\x1f").join([_as_text(table[c], strip=False).fill_null("\x00") for c in file.headers]),
             **columns,
         ))
     return ibis.union(*parts) if len(parts) > 1 else parts[0]
@@ -281,13 +280,15 @@ def clean_orders(
 def _identical_rows(raw: ibis.Table, *, con, table_prefix: str) -> ibis.Table:
     """Materialise the rows that repeat an earlier row exactly, as (source_file, source_row, later_copy).
 
-    Rows are first grouped by a 64-bit hash of the whole row, which needs memory for one integer per
-    row; only rows whose hash occurs more than once are compared in full, so a hash collision never
-    marks a row as a copy.
+    Rows are grouped by a 64-bit hash of every column, which needs memory for one integer per row.
+    Rows whose hash occurs more than once are then compared on every field revopt reads, so two
+    different rows are taken for copies only if they agree on all of those and also collide on the
+    hash of the whole row.
     """
     repeated = raw.group_by("row_hash").aggregate(copies=ibis._.count()).filter(ibis._.copies > 1)
     candidates = raw.semi_join(repeated, "row_hash")
-    rank = ibis.row_number().over(group_by=candidates.row_key, order_by=[candidates.source_file, candidates.source_row])
+    keys = ["row_hash", *[f"raw_{name}" for name in RAW_FIELDS]]
+    rank = ibis.row_number().over(group_by=keys, order_by=[candidates.source_file, candidates.source_row])
     copies = candidates.mutate(rank=rank).filter(ibis._.rank > 0)
     copies = copies.select("source_file", "source_row", later_copy=ibis.literal(True))
     return con.create_table(f"{table_prefix}identical_rows", copies, overwrite=True)

@@ -1045,6 +1045,9 @@ def _churn(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
         eval_cutoff=churn.get("eval_cutoff"), end=churn.get("end"), customers=formats.count(churn.get("eval_customers")),
         rate=formats.percent(churn.get("eval_churn_rate")),
     )
+    share = churn.get("sample_share", 1.0)
+    if share is not None and share < 1.0:
+        setup += " " + formats.translate("report.churn.sampled", share=formats.percent(share))
     verdict = formats.translate("report.churn.beats" if churn.get("beats_baseline") else "report.churn.not_beats")
     return {"setup": setup, "verdict": verdict, "rows": rows, "calibration": calibration}
 
