@@ -293,9 +293,14 @@ def recommendation_table(result, bought: pd.DataFrame) -> pd.DataFrame:
     table = result.items.sort_values(["customer_id", "rank"]).reset_index(drop=True)
     table["bought_before"] = pd.MultiIndex.from_frame(table[["customer_id", "product_id"]]).isin(
         pd.MultiIndex.from_frame(bought[["customer_id", "product_id"]]))
+    # Reasons are written once per distinct (reason, product) and joined back: a shop's rows repeat a
+    # few hundred reasons, so the text does not cost one call per customer and rank.
+    keys = ["reason_id", "reason_product_name"]
+    reasons = table[keys].drop_duplicates().reset_index(drop=True)
     for language, suffix in LANGUAGE_SUFFIXES.items():
-        table[f"reason_{suffix}"] = [reason_text(row, language) for row in table.to_dict("records")]
-    return table.drop(columns=["reason_id", "reason_product_name"])
+        reasons[f"reason_{suffix}"] = [reason_text(row, language) for row in reasons.to_dict("records")]
+    table = table.merge(reasons, on=keys, how="left", validate="many_to_one")
+    return table.drop(columns=keys)
 
 
 def _profiles(lines: ibis.Table) -> pd.DataFrame:
