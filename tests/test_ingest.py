@@ -343,3 +343,62 @@ def test_quoted_line_breaks_and_null_texts(tmp_path):
     assert pd.isna(lines.gender.iloc[1])
     # Rows count as records, so a quoted cell spanning two lines does not shift later row numbers.
     assert lines.source_row.tolist() == [2, 3, 4]
+
+
+# --- Parquet: typed columns read in place ----------------------------------------------------------
+
+
+def test_parquet_keeps_types_and_reads_each_row_once(tmp_path):
+    frame = pd.DataFrame({
+        "order_id": [101, 102, 102, 103, 104],
+        "customer_id": [7, 8, 8, None, 7],
+        "order_time": pd.to_datetime(["2024-06-18 20:15", "2024-06-19 09:00", "2024-06-19 09:00",
+                                      "2024-06-20 10:00", None]),
+        "amount": [19.9, 5.0, 5.0, 3.0, 4.0],
+        "status": ["paid", "paid", "paid", "paid", "cancelled"],
+    })
+    frame.to_parquet(tmp_path / "orders.parquet", index=False)
+    tables, staged, _ = load(tmp_path / "orders.parquet", tmp_path)
+
+    assert staged[0].encoding == "parquet"
+    assert tables.date_family == "typed"
+    lines = tables.lines.order_by("source_row").to_pandas()
+    assert lines.source_row.tolist() == [1, 2, 4]
+    assert lines.customer_id.tolist()[:2] == ["7", "8"]  # integer ids become text
+    assert pd.isna(lines.customer_id.iloc[2])
+    assert lines.order_time.iloc[0] == pd.Timestamp("2024-06-18 20:15")
+    assert lines.amount.tolist() == [19.9, 5.0, 3.0]
+    rejected = tables.rejected.to_pandas().set_index("source_row")
+    assert rejected.reason.to_dict() == {3: "duplicate", 5: "cancelled_status"}
+    assert rejected.loc[3, "raw_amount"] == "5.0"
+    assert tables.stats["rows_read"] == 5
+    assert tables.stats["duplicates_dropped"] == 1
+
+
+def test_parquet_time_zone_aware_times_need_and_use_tz(tmp_path):
+    times = pd.to_datetime(["2024-06-18 17:30", "2024-06-19 01:00"]).tz_localize("UTC")
+    frame = pd.DataFrame({"order_id": ["a", "b"], "customer_id": ["c1", "c1"], "order_time": times,
+                          "amount": [10.0, 12.0]})
+    frame.to_parquet(tmp_path / "orders.parquet", index=False)
+    with pytest.raises(ConfigError, match="--tz"):
+        load(tmp_path / "orders.parquet", tmp_path)
+    tables, _, _ = load(tmp_path / "orders.parquet", tmp_path, tz="Asia/Shanghai")
+    dates = as_dates(tables.lines.order_by("source_row").to_pandas().order_date)
+    # 17:30 UTC is 01:30 the next day in Shanghai.
+    assert dates == [dt.date(2024, 6, 19), dt.date(2024, 6, 19)]
+
+
+def test_parquet_and_csv_give_the_same_lines(tmp_path):
+    rows = [["order_id", "customer_id", "order_time", "amount"],
+            ["1", "a", "2024-01-02 10:00:00", "10.5"], ["2", "b", "2024-01-03 11:00:00", "7.25"],
+            ["2", "b", "2024-01-03 11:00:00", "7.25"], ["3", "a", "2024-02-01 09:30:00", "3"]]
+    write_csv(tmp_path / "orders.csv", rows, "utf-8")
+    typed = pd.DataFrame(rows[1:], columns=rows[0]).astype({"amount": float})
+    typed["order_time"] = pd.to_datetime(typed.order_time)
+    typed.to_parquet(tmp_path / "orders.parquet", index=False)
+    columns = ["order_id", "customer_id", "order_time", "order_date", "amount", "is_return"]
+    from_csv, _, _ = load(tmp_path / "orders.csv", tmp_path / "a")
+    from_parquet, _, _ = load(tmp_path / "orders.parquet", tmp_path / "b")
+    pd.testing.assert_frame_equal(from_parquet.lines.order_by("order_id").to_pandas()[columns],
+                                  from_csv.lines.order_by("order_id").to_pandas()[columns])
+    assert from_parquet.stats["duplicates_dropped"] == from_csv.stats["duplicates_dropped"] == 1

@@ -92,6 +92,14 @@ def _as_text(column: ibis.Value, *, strip: bool = True) -> ibis.StringValue:
     return column.cast("string")
 
 
+def _as_id(column: ibis.Value) -> ibis.StringValue:
+    """An identifier as text; a whole number stored as float (pandas writes ids with gaps so) loses its ``.0``."""
+    if column.type().is_floating():
+        whole = column.notnull() & (column == column.floor())
+        return ibis.ifelse(whole, column.cast("int64").cast("string"), column.cast("string"))
+    return _as_text(column)
+
+
 def _as_number(column: ibis.Value) -> ibis.FloatingValue:
     """A number column as float64; text is parsed with :func:`parse_number`."""
     if column.type().is_numeric():
@@ -198,8 +206,8 @@ def clean_orders(
         raw, is_identical=ibis._.later_copy.notnull()
     )
     status = _as_text(raw.raw_status).lower()
-    customer = _as_text(raw.raw_customer_id)
-    order_id = _as_text(raw.raw_order_id)
+    customer = _as_id(raw.raw_customer_id)
+    order_id = _as_id(raw.raw_order_id)
     parsed = raw.mutate(
         customer_id=ibis.ifelse(customer == "", None, customer),
         order_id=ibis.coalesce(order_id, raw.source_file + "#" + raw.source_row.cast("string")),
@@ -207,7 +215,7 @@ def clean_orders(
         amount=amount,
         quantity=_as_number(raw.raw_quantity),
         # An export that names products without ids (Groceries) identifies them by name.
-        product_id=_as_text(raw.raw_product_id if "product_id" in column_labels else raw.raw_product_name),
+        product_id=_as_id(raw.raw_product_id) if "product_id" in column_labels else _as_text(raw.raw_product_name),
         product_name=_as_text(raw.raw_product_name),
         status=_as_text(raw.raw_status),
         is_duplicate=raw.is_identical if drop_duplicates else ibis.literal(False),
