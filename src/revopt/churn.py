@@ -868,8 +868,9 @@ def fit_churn(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSettings 
     return ChurnModel(settings, evaluation, _fit_classifier(final_rows, settings), end)
 
 
-# Buckets of the customer-id hash that the training sample is drawn from.
-_SAMPLE_BUCKETS = 1_000_000
+# Hex digits of the MD5 of the customer id that place a customer in the training sample: 16^5
+# buckets, and MD5 is the same on every engine, so DuckDB and Spark train on the same customers.
+_SAMPLE_DIGITS = 5
 
 
 def _customer_bucket(customer_id: ibis.StringValue, buckets: int) -> ibis.IntegerValue:
@@ -882,12 +883,14 @@ def _training_sample(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSe
     customers = int(purchases.customer_id.nunique().execute())
     if customers <= settings.max_training_customers:
         return lines, purchases, 1.0
-    share = settings.max_training_customers / customers
-    kept = math.ceil(share * _SAMPLE_BUCKETS)
-    log.info("event=churn_training_sample customers=%d share=%.4f", customers, share)
-    sample = [table.filter(_customer_bucket(table.customer_id, _SAMPLE_BUCKETS) < kept)
+    buckets = 16 ** _SAMPLE_DIGITS
+    kept = math.ceil(settings.max_training_customers / customers * buckets)
+    # Fixed-width lower-case hex compares as text in the order of its numbers.
+    below = format(kept, f"0{_SAMPLE_DIGITS}x")
+    log.info("event=churn_training_sample customers=%d share=%.4f", customers, kept / buckets)
+    sample = [table.filter(table.customer_id.hexdigest("md5").substr(0, _SAMPLE_DIGITS) < below)
               for table in (lines, purchases)]
-    return sample[0], sample[1], kept / _SAMPLE_BUCKETS
+    return sample[0], sample[1], kept / buckets
 
 
 def _pooled_rows(lines: ibis.Table, purchases: ibis.Table, latest: dt.date, *, first: dt.date,
@@ -1041,7 +1044,8 @@ def _format_value(kind: str, value: float) -> str:
     if kind == "share":
         return f"{value:.0%}"
     if kind == "money":
-        return f"{value:,.2f}"
+        # Adding 0.0 turns a -0.0 left by rounding into 0.0, so a net of -1e-13 reads "0.00", not "-0.00".
+        return f"{round(value, 2) + 0.0:,.2f}"
     if kind == "hour":
         hours, minutes = divmod(round(value * _MINUTES_PER_HOUR), round(_MINUTES_PER_HOUR))
         return f"{hours:02d}:{minutes:02d}"

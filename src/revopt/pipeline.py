@@ -46,7 +46,7 @@ from revopt.models import GammaGammaModel, customer_lifetime_value
 from revopt.selection import MODEL_CHOICES, PurchaseModelChoice, choose, comparison_records, fit_purchase_models
 from revopt.summary import MIN_SPEND, compressed_statistics, customer_summary, to_date
 from revopt.timeunits import DAYS_PER_UNIT, check_time_unit, parse_horizon
-from revopt.workspace import DATABASE_NAME, DEFAULT_MEMORY_LIMIT, connect_backend, open_workspace
+from revopt.workspace import DATABASE_NAME, DEFAULT_MEMORY_LIMIT, connect_backend, masked_url, open_workspace
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
 
@@ -364,7 +364,7 @@ def _move_to_backend(backend, lines: ibis.Table, purchases: ibis.Table):
     if isinstance(backend, str):
         url = backend
         backend = connect_backend(url)
-        log.info("event=backend_connected url=%s", url.split("@")[-1])
+        log.info("event=backend_connected url=%s", masked_url(url))
     return _upload(backend, "revopt_lines", lines), _upload(backend, "revopt_purchases", purchases)
 
 

@@ -290,8 +290,8 @@ def _stage_excel(con, path: Path, table: str) -> StagedFile:
 def _stage_parquet(con, path: Path, table: str) -> StagedFile:
     """Stage a Parquet file as a view that keeps its column types; nothing is copied.
 
-    Parquet stores typed columns, so reading them as text would only cost a cast and a parse back;
-    the cleaning step parses only the columns that are text. Rows are numbered from 1 in file order.
+    Parquet stores typed columns, and reading them as text would only add a cast and a parse back.
+    The cleaning step parses only the columns that are text. Rows are numbered from 1 in file order.
     """
     quoted = str(path).replace("'", "''")
     try:

@@ -376,7 +376,9 @@ def _product_table(sales: ibis.Table, *, as_of: dt.date, settings: RecommendSett
     in_window = sales.order_date >= catalogue_start
     in_popularity = sales.order_date >= popularity_start
     summary = sales.group_by("product_id").aggregate(
-        window_price=sales.unit_price.median(where=in_window),
+        # NOTE: ibis 12.0.0 compiles median(where=...) for Spark 4.0.1 into a percentile whose
+        # fraction is not a constant, which Spark rejects; masking the value instead works on both.
+        window_price=ibis.ifelse(in_window, sales.unit_price, ibis.null("float64")).median(),
         history_price=sales.unit_price.median(),
         last_sold=sales.order_date.max(),
         buyers=sales.customer_id.nunique(where=in_popularity),
