@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from functools import cache
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from revopt.actions import CONTACT_ACTIONS, NO_CONTACT
@@ -252,9 +253,13 @@ def render_messages(frame: pd.DataFrame, lang: str, *, shop_name: str | None = N
         Indexed like ``frame``, dtype ``string``: the text, or ``<NA>`` for no_contact.
     """
     language = detect_language(lang)
-    texts = [
+    # Only contacted customers get a text, so the rows of no_contact (most customers of a large
+    # shop) are never turned into dicts.
+    contacted = (frame["next_best_action"] != NO_CONTACT).to_numpy()
+    texts = np.full(len(frame), None, dtype=object)
+    texts[contacted] = [
         render_message(row, row["next_best_action"], language, shop_name=shop_name, currency=currency)
-        for row in frame.to_dict(orient="records")
+        for row in frame[contacted].to_dict(orient="records")
     ]
     return pd.Series(texts, index=frame.index, dtype="string", name="message")
 
