@@ -136,3 +136,16 @@ def test_no_repeat_purchases(tmp_path):
     assert result.returncode == EXIT_INPUT_ERROR
     assert "no customer bought on two different days" in result.stderr
     assert "--calibration-end" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["analyze", "ingest"])
+def test_engine_out_of_memory_is_a_clear_error(command, tmp_path, capsys):
+    # 10 MB is below what DuckDB needs to clean the CDNOW file, so the run must stop with the fix.
+    options = ["--out", str(tmp_path / "out")] if command == "analyze" else ["--workspace", str(tmp_path / "ws")]
+    code = main([command, str(dataset("cdnow", "CDNOW_master.txt")), *options, "--memory-limit", "10MB",
+                 "--lang", "en"])
+    error = capsys.readouterr().err
+    assert code == EXIT_INPUT_ERROR
+    assert "DuckDB ran out of memory" in error
+    assert "raise --memory-limit" in error
+    assert "Traceback" not in error

@@ -440,6 +440,14 @@ def main(argv: list[str] | None = None) -> int:
         log.info("event=run_failed error=%s", error)
         print(message("cli.error", language, detail=error.localized(language)), file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except duckdb.OutOfMemoryException as error:
+        # analyze converts this itself; ingest and recommend reach here.
+        failure = ConfigError(message_id="errors.engine_out_of_memory", limit=getattr(args, "memory_limit", "4GB"),
+                              source=getattr(args, "orders", None) or getattr(args, "workspace", None),
+                              detail=str(error).strip().splitlines()[0])
+        log.info("event=run_failed error=%s", failure)
+        print(message("cli.error", language, detail=failure.localized(language)), file=sys.stderr)
+        return EXIT_INPUT_ERROR
     except (KeyboardInterrupt, duckdb.InterruptException) as interruption:
         print(message("cli.interrupted", language), file=sys.stderr)
         return EXIT_TERMINATED if isinstance(interruption, _Terminated) else EXIT_INTERRUPTED

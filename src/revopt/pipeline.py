@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import duckdb
 import ibis
 from ibis import _
 import numpy as np
@@ -208,7 +209,12 @@ def analyze(
     temporary_workspace = settings.workspace is None
     workspace = scratch / "workspace" if temporary_workspace else Path(settings.workspace)
     try:
-        result = _run(orders, scratch, workspace, settings, language, step)
+        try:
+            result = _run(orders, scratch, workspace, settings, language, step)
+        except duckdb.OutOfMemoryException as error:
+            raise ConfigError(message_id="errors.engine_out_of_memory", limit=settings.memory_limit,
+                              source=orders if orders is not None else settings.workspace,
+                              detail=str(error).strip().splitlines()[0]) from error
         for name in OUTPUT_FILES:
             (scratch / name).replace(out_dir / name)
         result.out_dir = out_dir

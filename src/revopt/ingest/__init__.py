@@ -13,7 +13,7 @@ from pathlib import Path
 from revopt.errors import ColumnMappingError
 from revopt.ingest.clean import CANCELLED_STATUSES, DUPLICATE_MODES, CleanTables, build_raw, clean_orders, daily_purchases
 from revopt.ingest.columns import FIELDS, ColumnMapping, parse_map_options, resolve_columns
-from revopt.ingest.files import StagedFile, discover_files, stage_file
+from revopt.ingest.files import StagedFile, discover_files, merge_parquet_views, stage_file
 
 __all__ = [
     "CANCELLED_STATUSES",
@@ -95,7 +95,9 @@ def load_orders(
         mappings.append(mapping)
 
     mapping = mappings[0]
-    raw = build_raw(staged, mappings, con)
+    # Every file maps to the same fields (checked above), so merged Parquet files share the first mapping.
+    scans = merge_parquet_views(con, staged, f"{table_prefix}staged_parquet")
+    raw = build_raw(scans, [mapping if file.paths else mappings[files.index(file.path)] for file in scans], con)
     tables = clean_orders(
         raw,
         con=con,

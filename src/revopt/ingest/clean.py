@@ -78,7 +78,8 @@ def build_raw(staged: list[StagedFile], mappings: list[ColumnMapping], con) -> i
             columns[f"raw_{name}"] = column if len(field_types[name]) == 1 else column.cast("string")
         whole_row = {column: table[column] for column in file.headers}
         parts.append(table.select(
-            source_file=ibis.literal(file.path.name), source_row=table.source_row.cast("int64"),
+            source_file=table.source_file if file.paths else ibis.literal(file.path.name),
+            source_row=table.source_row.cast("int64"),
             row_hash=ibis.struct(whole_row).hash(),
             **columns,
         ))

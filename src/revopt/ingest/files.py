@@ -24,7 +24,7 @@ import pandas as pd
 from revopt.errors import ConfigError, InputError
 from revopt.ingest.columns import normalise_header, _SYNONYMS
 
-__all__ = ["StagedFile", "discover_files", "stage_file"]
+__all__ = ["StagedFile", "discover_files", "merge_parquet_views", "stage_file"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class StagedFile:
     encoding: str
     delimiter: str | None
     rows: int
+    # Parquet files read through one view: the view has a source_file column naming each row's file.
+    paths: tuple[Path, ...] = ()
 
 
 def discover_files(orders: str | Path) -> list[Path]:
@@ -308,3 +310,28 @@ def _stage_parquet(con, path: Path, table: str) -> StagedFile:
         raise InputError(message_id="errors.header_only", path=path)
     headers = [name for name in staged.columns if name != "source_row"]
     return StagedFile(path, table, headers, True, "parquet", None, rows)
+
+
+def merge_parquet_views(con, staged: list[StagedFile], table: str) -> list[StagedFile]:
+    """Read Parquet files that share one schema through a single view; other files stay as they are.
+
+    A folder of many Parquet parts otherwise becomes a union of one view per part, and DuckDB then
+    runs a large aggregation (the duplicate check) over that many branches with far more memory
+    than over one scan of all the files, which it can spill.
+    """
+    parquet = [file for file in staged if file.encoding == "parquet"]
+    if len(parquet) < 2:
+        return staged
+    schemas = {file.table: con.table(file.table).schema() for file in parquet}
+    first = parquet[0]
+    if any(schemas[file.table] != schemas[first.table] for file in parquet):
+        return staged
+    listed = ", ".join("'" + str(file.path).replace("'", "''") + "'" for file in parquet)
+    con.raw_sql(
+        f'CREATE OR REPLACE VIEW "{table}" AS SELECT * EXCLUDE (file_row_number, filename), '
+        f"file_row_number + 1 AS source_row, parse_filename(filename) AS source_file "
+        f"FROM read_parquet([{listed}], file_row_number = true, filename = true)"
+    )
+    merged = StagedFile(first.path, table, first.headers, True, "parquet", None, sum(file.rows for file in parquet),
+                        paths=tuple(file.path for file in parquet))
+    return [merged] + [file for file in staged if file.encoding != "parquet"]
