@@ -281,6 +281,12 @@ def main() -> None:
         return
 
     sizes = [int(value) for value in args.customers.split(",")]
+    if min(sizes) <= args.peer_max_customers:
+        try:
+            import lifetimes  # noqa: F401  (the peer; only its presence is checked here)
+        except ImportError:
+            sys.exit("lifetimes is not installed: install the test extras (the README's test command does), or pass "
+                     "--peer-max-customers 0 to measure revopt alone")
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         results = []

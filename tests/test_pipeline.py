@@ -275,3 +275,13 @@ def test_rejected_file_lists_each_rejected_row_with_its_reason(tmp_path):
     assert by_row.loc[str(len(lines)), "raw_date"] == "19971318"
     assert by_row.loc[str(len(lines)), "reason_text"] == "下单时间无法解析"
     assert rejected.source_row.astype(int).is_monotonic_increasing
+
+
+def test_report_says_growth_was_switched_off(tmp_path):
+    settings = AnalysisSettings(column_map=("2=customer_id", "3=date", "5=amount"), growth=False, language="en")
+    result = analyze(dataset("cdnow", "CDNOW_sample.txt"), tmp_path / "out", settings)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+    assert result.model["growth"] is False
+    assert page.count("this run was started with --no-growth") == 3  # churn, recommendations, actions
+    assert "see the warnings above" not in page

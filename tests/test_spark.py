@@ -23,7 +23,7 @@ from revopt.ingest import load_orders
 from revopt.pipeline import AnalysisSettings, analyze
 from revopt.recommend import recommend
 from revopt.summary import customer_summary
-from revopt.workspace import connect_backend
+from revopt.workspace import _check_reachable, connect_backend
 
 from conftest import dataset
 
@@ -225,7 +225,9 @@ try:
 except ConfigError as error:
     other_master = str(error)
 print(json.dumps({"backend": backend.name, "master": session.sparkContext.master,
-                  "ui": session.conf.get("spark.ui.enabled"), "total": int(total), "other_master": other_master}))
+                  "ui": session.conf.get("spark.ui.enabled"), "total": int(total), "other_master": other_master,
+                  "driver_host": session.conf.get("spark.driver.host"),
+                  "bind_address": session.conf.get("spark.driver.bindAddress")}))
 session.stop()
 """
     done = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, timeout=180,
@@ -238,6 +240,8 @@ session.stop()
     assert report["ui"] == "false"
     assert report["total"] == 6
     assert "already running" in report["other_master"]
+    assert report["driver_host"] == "127.0.0.1"
+    assert report["bind_address"] == "127.0.0.1"
 
 
 def test_connect_backend_spark_connect_without_packages(monkeypatch):
@@ -256,7 +260,15 @@ def test_connect_backend_spark_connect_without_packages(monkeypatch):
     ("local[1]?spark.ui.enabled", "bad query field"),
     ("pyspark://host:7077", "takes no host or path"),
     ("nosuch://127.0.0.1", "Don't know how to connect"),
-], ids=["setting-without-spark-prefix", "setting-without-value", "pyspark-with-host", "unknown-scheme"])
+    ("spark://", "needs the master's HOST:PORT"),
+], ids=["setting-without-spark-prefix", "setting-without-value", "pyspark-with-host", "unknown-scheme",
+        "spark-without-host"])
 def test_connect_backend_rejects_bad_urls(url, detail):
     with pytest.raises(ConfigError, match=detail):
         connect_backend(url)
+
+
+def test_spark_connect_server_that_does_not_answer():
+    # Port 1 on loopback has no server, so the probe fails at once instead of the client retrying forever.
+    with pytest.raises(ConfigError, match="no Spark Connect server answers at 127.0.0.1:1"):
+        _check_reachable("sc://127.0.0.1:1/;token=secret")

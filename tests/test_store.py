@@ -62,6 +62,8 @@ def test_analyze_workspace_matches_one_file(daily_files, tmp_path):
     pd.testing.assert_frame_equal(stored.customers[columns], single.customers[columns])
     assert stored.ingest["rows_kept"] == single.ingest["rows_kept"]
     assert stored.ingest["rows_rejected"] == single.ingest["rows_rejected"]
+    assert stored.ingest["rows_read"] == single.ingest["rows_read"]
+    assert stored.ingest["rows_loaded"] > stored.ingest["rows_read"]  # the late file was loaded twice
     assert stored.ingest["lines_skipped_as_loaded"] > 0
 
 

@@ -283,6 +283,7 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
     else:
         model.update({"churn": None, "recommendations": None, "actions": None})
     model["language"] = language
+    model["growth"] = settings.growth
     model["warnings"] = [
         {"en": warning.message.localized("en"), "zh-CN": warning.message.localized("zh-CN")}
         for warning in caught if isinstance(warning.message, RevoptWarning)

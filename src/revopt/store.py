@@ -170,7 +170,9 @@ def stored_tables(con, workspace: Path) -> CleanTables:
     rows_rejected = int(sum(by_reason.values()))
     skipped = int(loads.lines_skipped.sum())
     stats = {
-        "rows_read": int(loads.rows_read.sum()),
+        # The stored rows: a file loaded twice counts once, so read = kept + rejected as in a run on one file.
+        "rows_read": int(counts.rows_kept) + rows_rejected,
+        "rows_loaded": int(loads.rows_read.sum()),
         "rows_kept": int(counts.rows_kept),
         "rows_rejected": rows_rejected,
         "rejected_by_reason": by_reason,

@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import logging
 import re
+import socket
 import urllib.parse
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def connect_backend(url: str):
         already running in this process, or the Spark Connect packages are missing.
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "spark" and not url.partition("://")[2].partition("?")[0]:
+        raise ConfigError(message_id="errors.backend_failed", url=repr(masked_url(url)),
+                          detail="spark:// needs the master's HOST:PORT, for example spark://spark-master:7077")
     if scheme == SPARK_CONNECT_SCHEME:
         return _connect_spark_connect(url)
     if scheme == "pyspark" or _SPARK_MASTER_PATTERN.match(url.partition("?")[0]):
@@ -92,6 +96,9 @@ def _connect_spark_master(url: str):
                           detail="pyspark:// takes no host or path; use spark://HOST:PORT for a cluster")
     master = None if default_master else location
     settings = _spark_settings(url, query)
+    if master is not None and master.startswith("local"):
+        # Local mode has no executors on other machines, so the driver listens on loopback only.
+        settings = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"} | settings
     try:
         from pyspark.sql import SparkSession
 
@@ -119,6 +126,8 @@ def _connect_spark_connect(url: str):
         missing.insert(0, "pyspark")
     if missing:
         raise _spark_connect_packages_error(url, ", ".join(missing))
+    # The Spark Connect client retries an unreachable server without end, so the address is tried first.
+    _check_reachable(url)
     try:
         from pyspark.sql import SparkSession
 
@@ -128,6 +137,30 @@ def _connect_spark_connect(url: str):
     except Exception as error:
         raise ConfigError(message_id="errors.backend_failed", url=repr(masked_url(url)), detail=error) from error
     return _ibis_on_spark(session, url)
+
+
+# Seconds to wait for a Spark Connect server to accept a TCP connection before giving up.
+CONNECT_TIMEOUT_SECONDS = 10
+SPARK_CONNECT_DEFAULT_PORT = 15002
+
+
+def _check_reachable(url: str) -> None:
+    """Raise ConfigError unless the host and port of an ``sc://`` URL accept a TCP connection."""
+    location = urllib.parse.urlsplit(url.split(";")[0].rstrip("/"))
+    host = location.hostname
+    try:
+        port = location.port or SPARK_CONNECT_DEFAULT_PORT
+    except ValueError:
+        port = None
+    if not host or port is None:
+        raise ConfigError(message_id="errors.backend_failed", url=repr(masked_url(url)),
+                          detail="Spark Connect URLs name a host and port, for example sc://HOST:15002")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
+            pass
+    except OSError as error:
+        raise ConfigError(message_id="errors.backend_failed", url=repr(masked_url(url)),
+                          detail=f"no Spark Connect server answers at {host}:{port} ({error})") from error
 
 
 def _ibis_on_spark(session, url: str):

@@ -128,6 +128,7 @@ _INGEST_COUNT_IDS = {
     "return_rows": "ingest.count.return_rows",
     "rows_without_customer_id": "ingest.count.rows_without_customer_id",
     "purchases_merged": "ingest.count.purchases_merged",
+    "lines_skipped_as_loaded": "ingest.count.lines_skipped_as_loaded",
 }
 _SECTION_IDS = (
     ("kpis", "report.section.kpis"),
@@ -287,6 +288,7 @@ def render_report(data: ReportData) -> str:
         "churn": _churn(data, formats),
         "recommendations": _recommendations(data, formats),
         "actions": _actions(data, formats),
+        "growth_off": data.model.get("growth") is False,
         "currency": formats.currency,
     }
     page = _environment().get_template("report.html").render(context)
