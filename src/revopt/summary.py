@@ -51,14 +51,15 @@ def customer_summary(purchases: ibis.Table, *, calibration_end: dt.date, time_un
     days_per_unit = DAYS_PER_UNIT[check_time_unit(time_unit)]
     end = ibis.date(calibration_end)
     calibration = purchases.filter(purchases.order_date <= end)
-    first_day = calibration.order_date.min().over(group_by=calibration.customer_id)
-    calibration = calibration.mutate(is_first=calibration.order_date == first_day)
+    # One aggregation, no window: a customer has one row per purchase day, so the first day's amount
+    # is the amount at the earliest date, and repeat revenue is the rest. Plain aggregates spill to
+    # disk in DuckDB, and a window over every purchase needs far more memory.
     grouped = calibration.group_by("customer_id").aggregate(
         first_purchase=calibration.order_date.min(),
         last_purchase=calibration.order_date.max(),
         purchases=calibration.count(),
         revenue=calibration.amount.sum(),
-        repeat_revenue=calibration.amount.sum(where=~calibration.is_first),
+        first_amount=calibration.amount.argmin(calibration.order_date),
     )
     recency_days = grouped.last_purchase.delta(grouped.first_purchase, unit="day")
     T_days = end.delta(grouped.first_purchase, unit="day")
@@ -75,7 +76,7 @@ def customer_summary(purchases: ibis.Table, *, calibration_end: dt.date, time_un
         recency=recency_days.cast("float64") / days_per_unit,
         T=T_days.cast("float64") / days_per_unit,
         revenue=grouped.revenue,
-        monetary_value=ibis.ifelse(frequency > 0, grouped.repeat_revenue / frequency, None),
+        monetary_value=ibis.ifelse(frequency > 0, (grouped.revenue - grouped.first_amount) / frequency, None),
     )
 
 
