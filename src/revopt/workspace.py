@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
 import re
 import socket
 import urllib.parse
@@ -99,6 +100,9 @@ def _connect_spark_master(url: str):
     if master is not None and master.startswith("local"):
         # Local mode has no executors on other machines, so the driver listens on loopback only.
         settings = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"} | settings
+        # Spark picks its local address when the JVM starts, before the settings apply, and warns that it
+        # uses the network interface; the variable keeps that choice on loopback too.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:
         from pyspark.sql import SparkSession
 
