@@ -607,24 +607,34 @@ def _model_json(selection: PurchaseModelChoice, gamma_gamma, settings, calibrati
 
 
 def _write_outputs(folder: Path, customers: pd.DataFrame, model: dict, kpis: dict, rejected, language: str) -> None:
-    table = pa.Table.from_pandas(customers, preserve_index=False)
-    pq.write_table(table, folder / "customers.parquet")
-    write_csv_with_bom(table, folder / "customers.csv")
-    del table
+    _write_customer_files(folder, customers)
     for name, content in (("model.json", model), ("kpis.json", kpis)):
         text = json.dumps(_without_nan(content), ensure_ascii=False, indent=2, default=_json_default, allow_nan=False)
         (folder / name).write_text(text, encoding="utf-8")
     _write_rejected(folder / "rejected.csv", rejected, language)
 
 
-def write_csv_with_bom(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as CSV in UTF-8 with a byte-order mark, so that Excel shows Chinese text correctly.
+# Customers converted to Arrow at once when writing the customer files; the memory of writing grows
+# with this, not with the shop.
+WRITE_CHUNK_ROWS = 500_000
 
-    Arrow's writer streams record batches in C++, which keeps a file of millions of customers fast.
+
+def _write_customer_files(folder: Path, customers: pd.DataFrame) -> None:
+    """Write customers.parquet and customers.csv (UTF-8 with BOM, for Excel) a chunk of rows at a time.
+
+    Arrow's writers stream each chunk in C++, so a file of millions of customers is fast and needs
+    no second full copy of the table in memory.
     """
-    with open(path, "wb") as sink:
+    schema = pa.Schema.from_pandas(customers, preserve_index=False)
+    with pq.ParquetWriter(folder / "customers.parquet", schema) as parquet, \
+            open(folder / "customers.csv", "wb") as sink:
         sink.write(codecs.BOM_UTF8)
-        pacsv.write_csv(table, sink)
+        with pacsv.CSVWriter(sink, schema) as csv_writer:
+            for start in range(0, max(len(customers), 1), WRITE_CHUNK_ROWS):
+                chunk = pa.Table.from_pandas(customers.iloc[start:start + WRITE_CHUNK_ROWS], schema=schema,
+                                             preserve_index=False)
+                parquet.write_table(chunk)
+                csv_writer.write_table(chunk)
 
 
 def _write_rejected(path: Path, rejected, language: str) -> None:
