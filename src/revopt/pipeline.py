@@ -452,7 +452,9 @@ def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observati
         next_purchase_days=scored.next_purchase_days,
         next_purchase_days_late=scored.next_purchase_days_late,
     ).order_by("customer_id")
-    customers = scored.to_pandas()
+    # Arrow buffers are released column by column as pandas takes them over, so the customer table
+    # is not held twice while it is converted (10 million customers are about 2 GB).
+    customers = scored.to_pyarrow().to_pandas(self_destruct=True, split_blocks=True)
     customers.attrs["intervals"] = intervals
     for days_column, date_column in (("next_purchase_days_early", "next_purchase_date_early"),
                                      ("next_purchase_days", "next_purchase_date"),
