@@ -371,7 +371,7 @@ def test_sampled_training_and_chunked_scoring():
 
     share = model.evaluation.sample_share
     assert 0.4 < share < 0.6
-    # The sample is drawn by a hash of the id, so it holds about 200 of the 400 customers.
+    # The sample is drawn by a hash of the id, so it contains about 200 of the 400 customers.
     assert 100 < model.evaluation.eval_customers < 0.75 * customers
     assert json.loads(json.dumps(model.evaluation.to_dict()))["sample_share"] == share
 

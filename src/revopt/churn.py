@@ -874,7 +874,7 @@ _SAMPLE_DIGITS = 5
 
 
 def _customer_bucket(customer_id: ibis.StringValue, buckets: int) -> ibis.IntegerValue:
-    """A bucket in [0, buckets) from a hash of the id; the same id falls in the same bucket on one engine."""
+    """Return a bucket in [0, buckets) from a hash of the id, the same for one id on one engine."""
     return ((customer_id.hash() % buckets) + buckets) % buckets
 
 

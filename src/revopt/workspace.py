@@ -100,8 +100,8 @@ def _connect_spark_master(url: str):
     if master is not None and master.startswith("local"):
         # Local mode has no executors on other machines, so the driver listens on loopback only.
         settings = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"} | settings
-        # Spark picks its local address when the JVM starts, before the settings apply, and warns that it
-        # uses the network interface; the variable keeps that choice on loopback too.
+        # Spark picks its local address when the JVM starts, before the settings apply. The variable keeps
+        # that choice on loopback too, so Spark does not warn that it uses the network interface.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:
         from pyspark.sql import SparkSession

@@ -87,14 +87,14 @@ def build_raw(staged: list[StagedFile], mappings: list[ColumnMapping], con) -> i
 
 
 def _as_text(column: ibis.Value, *, strip: bool = True) -> ibis.StringValue:
-    """The column as text: trimmed where it is text already, cast where the file typed it."""
+    """Return the column as text: trimmed where it is text already, cast where the file typed it."""
     if column.type().is_string():
         return column.strip() if strip else column
     return column.cast("string")
 
 
 def _as_id(column: ibis.Value) -> ibis.StringValue:
-    """An identifier as text; a whole number stored as float (pandas writes ids with gaps so) loses its ``.0``."""
+    """Return an identifier as text. A whole number stored as float loses its ``.0``, because pandas stores ids with gaps as floats."""
     if column.type().is_floating():
         whole = column.notnull() & (column == column.floor())
         return ibis.ifelse(whole, column.cast("int64").cast("string"), column.cast("string"))
@@ -102,7 +102,7 @@ def _as_id(column: ibis.Value) -> ibis.StringValue:
 
 
 def _as_number(column: ibis.Value) -> ibis.FloatingValue:
-    """A number column as float64; text is parsed with :func:`parse_number`."""
+    """Return a number column as float64, parsing text with :func:`parse_number`."""
     if column.type().is_numeric():
         return column.cast("float64")
     return parse_number(_as_text(column, strip=False))
@@ -119,7 +119,7 @@ def _is_typed_time(column: ibis.Value) -> bool:
 
 
 def _typed_time(column: ibis.Value, tz: str | None) -> ibis.TimestampValue:
-    """A date or timestamp column as a local timestamp; one with a time zone is converted to ``tz``."""
+    """Return a date or timestamp column as a local timestamp, converting one with a time zone to ``tz``."""
     if column.type().is_date():
         return column.cast("timestamp")
     if column.type().timezone is not None:
@@ -290,9 +290,9 @@ def _identical_rows(raw: ibis.Table, *, con, table_prefix: str) -> ibis.Table:
     """Materialise the rows that repeat an earlier row exactly, as (source_file, source_row, later_copy).
 
     Rows are grouped by a 64-bit hash of every column, which needs memory for one integer per row.
-    Rows whose hash occurs more than once are then compared on every field revopt reads, so two
-    different rows are taken for copies only if they agree on all of those and also collide on the
-    hash of the whole row.
+    Rows whose hash occurs more than once are then compared on every field revopt reads. Two
+    different rows are taken for copies only if they agree on all of those fields and also collide
+    on the hash of the whole row.
     """
     repeated = raw.group_by("row_hash").aggregate(copies=ibis._.count()).filter(ibis._.copies > 1)
     candidates = raw.semi_join(repeated, "row_hash")

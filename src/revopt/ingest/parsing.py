@@ -74,7 +74,7 @@ def _to_local(zone: str, value: _UTC_TIMESTAMP) -> _LOCAL_TIMESTAMP:
 
 
 def to_local_time(value, zone: str):
-    """A time-zone-aware timestamp expression as the wall-clock time in ``zone``."""
+    """Convert a time-zone-aware timestamp expression to the wall-clock time in ``zone``."""
     return _to_local(zone, value)
 
 
