@@ -27,6 +27,7 @@ from revopt.errors import (
     NotFittedError,
 )
 from revopt.models import BetaGeoModel, GammaGammaModel, compress, customer_lifetime_value
+from revopt.models.mbgnbd import ModifiedBetaGeoModel
 from revopt.models import _fitting, bgnbd, clv, gamma_gamma
 
 DAYS_PER_WEEK = 7.0
@@ -192,6 +193,20 @@ def test_conditional_expected_purchases_matches_quadrature_for_heavy_buyers(freq
     alive = model.probability_alive([frequency], [recency], [T])[0]
     expected = alive * expected_by_quadrature(t, r + frequency, alpha + T, a, b + frequency)
     assert model.expected_purchases(t, [frequency], [recency], [T])[0] == pytest.approx(expected, rel=1e-8)
+
+
+@pytest.mark.parametrize("model_class", [BetaGeoModel, ModifiedBetaGeoModel], ids=["bg_nbd", "mbg_nbd"])
+def test_expected_purchases_per_distinct_frequency_and_age_equal_row_by_row(cdnow, model_class):
+    # A scalar t or a column of t is evaluated once per distinct (x, T); t with one value per
+    # customer takes the row-by-row path, so the two must agree on every CDNOW customer.
+    model = model_class().fit(*cdnow)
+    per_row = np.full(cdnow[0].size, 39.0)
+    assert model.expected_purchases(39.0, *cdnow) == pytest.approx(model.expected_purchases(per_row, *cdnow), rel=1e-12)
+    steps = np.array([4.0, 13.0, 52.0])
+    by_pair = model.expected_purchases(steps[:, None], *cdnow)
+    assert by_pair.shape == (3, cdnow[0].size)
+    for step, row in zip(steps, by_pair):
+        assert row == pytest.approx(model.expected_purchases(np.full(cdnow[0].size, step), *cdnow), rel=1e-12)
 
 
 def test_probability_alive_matches_closed_form():

@@ -54,6 +54,7 @@ __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
 log = logging.getLogger(__name__)
 
 
+ARROW_DATE = pd.ArrowDtype(pa.date32())
 OUTPUT_FILES = ("customers.parquet", "customers.csv", "recommendations.csv", "model.json", "kpis.json", "report.html",
                 "rejected.csv")
 
@@ -454,13 +455,15 @@ def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observati
     ).order_by("customer_id")
     # Arrow buffers are released column by column as pandas takes them over, so the customer table
     # is not held twice while it is converted (10 million customers are about 2 GB).
-    customers = scored.to_pyarrow().to_pandas(self_destruct=True, split_blocks=True)
+    customers = scored.to_pyarrow().to_pandas(self_destruct=True, split_blocks=True,
+                                              types_mapper={pa.date32(): ARROW_DATE}.get)
     customers.attrs["intervals"] = intervals
     for days_column, date_column in (("next_purchase_days_early", "next_purchase_date_early"),
                                      ("next_purchase_days", "next_purchase_date"),
                                      ("next_purchase_days_late", "next_purchase_date_late")):
         waits = pd.to_timedelta(customers.pop(days_column), unit="D")
-        customers[date_column] = (pd.Timestamp(observation_end) + waits).dt.ceil("D").dt.date
+        # Arrow dates take 4 bytes a customer, where datetime.date objects take about 30.
+        customers[date_column] = (pd.Timestamp(observation_end) + waits).dt.ceil("D").astype(ARROW_DATE)
     customers["recency_days_since_last"] = (pd.Timestamp(observation_end) - pd.to_datetime(customers.last_purchase)).dt.days
     return customers
 
@@ -568,11 +571,13 @@ def _add_segments(customers: pd.DataFrame, observation_end: dt.date, language: s
     customers["r_score"], customers["f_score"], customers["m_score"] = scores.r_score, scores.f_score, scores.m_score
     segment = seg.assign_segments(scores)
     tiers = seg.assign_value_tiers(customers.clv.fillna(0.0).to_numpy())
+    # Codes and labels stay categorical: a few distinct texts, one byte per customer each, where text
+    # columns would take about 110 MB per million customers. The files hold them as plain text.
     for column, codes in (("segment", segment), ("value_tier", tiers)):
-        customers[column] = np.asarray(codes)
+        customers[column] = codes
         for suffix, code_language in (("zh", "zh-CN"), ("en", "en")):
-            labels = {code: seg.label(code, code_language) for code in codes.categories}
-            customers[f"{column}_{suffix}"] = customers[column].map(labels)
+            labels = [seg.label(code, code_language) for code in codes.categories]
+            customers[f"{column}_{suffix}"] = codes.rename_categories(labels)
     customers.attrs["rfm_edges"] = scores.edges_to_dict()
     return customers
 
@@ -628,13 +633,17 @@ def _write_customer_files(folder: Path, customers: pd.DataFrame) -> None:
     no second full copy of the table in memory.
     """
     schema = pa.Schema.from_pandas(customers, preserve_index=False)
+    # Categorical columns are written as text and pandas' own metadata is left out, so the files do
+    # not depend on how pandas held the columns (categories, Arrow dates).
+    schema = pa.schema([field.with_type(field.type.value_type) if pa.types.is_dictionary(field.type) else field
+                        for field in schema])
     with pq.ParquetWriter(folder / "customers.parquet", schema) as parquet, \
             open(folder / "customers.csv", "wb") as sink:
         sink.write(codecs.BOM_UTF8)
         with pacsv.CSVWriter(sink, schema) as csv_writer:
             for start in range(0, max(len(customers), 1), WRITE_CHUNK_ROWS):
-                chunk = pa.Table.from_pandas(customers.iloc[start:start + WRITE_CHUNK_ROWS], schema=schema,
-                                             preserve_index=False)
+                chunk = pa.Table.from_pandas(customers.iloc[start:start + WRITE_CHUNK_ROWS],
+                                             preserve_index=False).cast(schema)
                 parquet.write_table(chunk)
                 csv_writer.write_table(chunk)
 

@@ -43,7 +43,7 @@ from revopt.models._fitting import (
     validate_summary,
     weighted_sum,
 )
-from revopt.models.bgnbd import _check_t, _expected, log_beta_ratio
+from revopt.models.bgnbd import _check_t, _expected, expected_given_history, log_beta_ratio
 
 __all__ = ["ModifiedBetaGeoModel"]
 
@@ -297,7 +297,7 @@ class ModifiedBetaGeoModel(MaximumLikelihoodModel):
         r, alpha, a, b = params
         x, t_x, big_t = self._customers(frequency, recency, T)
         alive = _period_terms(params, x, t_x, big_t)[2]
-        return alive * _expected(_check_t(t), r + x, alpha + big_t, a, b + x + 1.0)
+        return alive * expected_given_history(_check_t(t), r, alpha, a, b, x, big_t, b_shift=1.0)
 
     def expected_purchases_new_customer(self, t) -> np.ndarray:
         """Return the expected purchases in (0, t] of a customer just acquired, E[X(t)] ([1]_).
