@@ -23,7 +23,7 @@ lifetimes for memory, the share of each revopt core stage, and both libraries' B
 Gamma-Gamma estimates beside the true parameters. Usage::
 
     .venv/bin/python benchmarks/bench_scale.py [--customers 100000,1000000,10000000] [--repeats 3] [--full]
-        [--work DIR] [--peer-max-customers 1000000]
+        [--work DIR] [--peer-max-customers 1000000] [--memory-limit 1GB]
 
 lifetimes runs only up to ``--peer-max-customers``; above it the script reports revopt alone, with
 the growth of time against the growth of lines from the smallest size.
@@ -91,10 +91,10 @@ def scale_log(work: Path, n_customers: int, seed: int) -> tuple[Path, dict, floa
 # ---------------------------------------------------------------------------------------
 
 
-def child_revopt(folder: Path, growth: bool) -> dict:
+def child_revopt(folder: Path, growth: bool, memory_limit: str) -> dict:
     from revopt.pipeline import AnalysisSettings, analyze
 
-    settings = AnalysisSettings(tz=TIME_ZONE, growth=growth, model="bg-nbd")
+    settings = AnalysisSettings(tz=TIME_ZONE, growth=growth, model="bg-nbd", memory_limit=memory_limit)
     base = peak_mib()
     start = time.perf_counter()
     result = analyze(folder / "orders", folder / ("out-full" if growth else "out-core"), settings)
@@ -164,8 +164,9 @@ def median(runs: list[dict], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def print_sizes(results: list[dict], repeats: int) -> None:
-    print(f"\nmedian of {repeats} runs per cell; peak resident memory (VmHWM) of each subprocess")
+def print_sizes(results: list[dict], repeats: int, memory_limit: str) -> None:
+    print(f"\nmedian of {repeats} runs per cell; peak resident memory (VmHWM) of each subprocess; revopt's "
+          f"memory limit {memory_limit}")
     header = (f"{'lines':>11}{'customers':>11}{'core s':>9}{'core MiB':>10}{'full s':>9}{'full MiB':>10}"
               f"{'lifetimes s':>13}{'lifetimes MiB':>15}{'time l/core':>13}{'MiB core/l':>12}")
     print(header)
@@ -230,9 +231,9 @@ def measure(folder: Path, truth: dict, args: argparse.Namespace) -> dict:
     result = {"truth": truth, "core": [], "full": [], "lifetimes": []}
     with_peer = truth["n_customers"] <= args.peer_max_customers
     for _ in range(args.repeats):
-        result["core"].append(run_child(["revopt", str(folder), "core"]))
+        result["core"].append(run_child(["revopt", str(folder), "core", args.memory_limit]))
         if args.full:
-            result["full"].append(run_child(["revopt", str(folder), "full"]))
+            result["full"].append(run_child(["revopt", str(folder), "full", args.memory_limit]))
         if with_peer:
             result["lifetimes"].append(run_child(["lifetimes", str(folder)]))
     return result
@@ -268,18 +269,24 @@ def main() -> None:
     parser.add_argument("--peer-max-customers", type=int, default=1_000_000,
                         help="run lifetimes only on logs of at most this many customers; its memory grows with every "
                              "line, so 10 million customers would not fit this machine (default 1,000,000)")
+    parser.add_argument("--memory-limit", default=None,
+                        help="DuckDB memory limit of the revopt runs, as analyze's --memory-limit (default: revopt's "
+                             "default, 4GB); DuckDB spills to disk above it")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         kind, *rest = args.child
         if kind == "revopt":
-            result = child_revopt(Path(rest[0]), growth=rest[1] == "full")
+            result = child_revopt(Path(rest[0]), growth=rest[1] == "full", memory_limit=rest[2])
         else:
             result = child_lifetimes(Path(rest[0]))
         print(json.dumps(result))
         return
 
+    from revopt.workspace import DEFAULT_MEMORY_LIMIT
+
+    args.memory_limit = args.memory_limit or DEFAULT_MEMORY_LIMIT
     sizes = [int(value) for value in args.customers.split(",")]
     if min(sizes) <= args.peer_max_customers:
         try:
@@ -295,7 +302,7 @@ def main() -> None:
             state = "reused" if written is None else f"written in {written:.1f} s"
             print(f"{n_customers:,} customers, {truth['rows']:,} lines: {folder} ({state})", flush=True)
             results.append(measure(folder, truth, args))
-    print_sizes(results, args.repeats)
+    print_sizes(results, args.repeats, args.memory_limit)
     print_stages(results, "core")
     print_growth(results, "core")
     if args.full:
