@@ -285,3 +285,20 @@ def test_report_says_growth_was_switched_off(tmp_path):
     assert result.model["growth"] is False
     assert page.count("this run was started with --no-growth") == 3  # churn, recommendations, actions
     assert "see the warnings above" not in page
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["bg-nbd requested", "auto chose bg-nbd"])
+def test_one_time_buyer_warning_suggests_auto_only_when_auto_was_not_used(auto):
+    from revopt.models import BetaGeoModel
+    from revopt.pipeline import _warn_one_time_buyers
+
+    stats = pd.DataFrame({"frequency": [0, 1, 3], "count": [80, 15, 5]})  # 80% bought once
+    model = BetaGeoModel().fit([0, 2, 5, 1, 0, 3, 1, 6, 0, 2], [0, 30, 36, 2, 0, 8, 25, 37, 0, 5], [38] * 10)
+    with pytest.warns(DataQualityWarning) as caught:
+        _warn_one_time_buyers(stats, model, auto=auto)
+    texts = [warning.message.localized(language) for warning in caught for language in ("en", "zh-CN")]
+    assert all("80%" in text and "--model mbg-nbd" in text for text in texts)
+    english, chinese = texts
+    # Auto is suggested as a remedy only when it was not what chose BG/NBD.
+    assert ("or --model auto" in english) == (not auto) and ("或 --model auto" in chinese) == (not auto)
+    assert ("--model auto chose" in english) == auto

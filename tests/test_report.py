@@ -417,3 +417,15 @@ def test_report_ids_used_in_code_exist():
     assert "report.section.kpis" in used
     assert "report.title" in used
     assert sorted(used - set(catalog())) == []
+
+
+@pytest.mark.parametrize(("option", "english", "chinese"), [
+    ("12M", "12 months", "12 个月"), ("1Y", "1 year", "1 年"), ("52w", "52 weeks", "52 周"), ("90 D", "90 days", "90 天"),
+    ("1.5M", "1.5 months", "1.5 个月"), ("soon", "soon", "soon"),
+])
+def test_horizon_option_is_written_in_words(option, english, chinese):
+    from revopt.i18n import Translator
+    from revopt.report.render import _Formats
+
+    assert _Formats(translate=Translator("en"), currency="CNY").horizon(option) == english
+    assert _Formats(translate=Translator("zh-CN"), currency="CNY").horizon(option) == chinese

@@ -338,7 +338,7 @@ def _fit_and_score(purchases, lines, settings: AnalysisSettings, language: str, 
                        holdout=validation and validation["pairs"])
     purchase_model = selection.model
     log.info("event=purchase_model_chosen model=%s reason=%s", selection.chosen, selection.reason("en"))
-    _warn_one_time_buyers(stats, purchase_model)
+    _warn_one_time_buyers(stats, purchase_model, auto=settings.model == "auto")
     n_customers = int(stats["count"].sum())
     if n_customers < FEW_CUSTOMERS:
         warnings.warn(DataQualityWarning(message_id="warnings.few_customers", count=n_customers), stacklevel=2)
@@ -543,11 +543,15 @@ def _warn_no_dropout(customers: pd.DataFrame, model_option: str) -> None:
 ONE_TIME_SHARE_WARNING = 0.5
 
 
-def _warn_one_time_buyers(stats: pd.DataFrame, purchase_model) -> None:
-    """Warn when BG/NBD scores a base of mostly one-time buyers, whom it always considers alive."""
+def _warn_one_time_buyers(stats: pd.DataFrame, purchase_model, *, auto: bool) -> None:
+    """Warn when BG/NBD scores a base of mostly one-time buyers, whom it always considers alive.
+
+    When ``--model auto`` chose BG/NBD, the warning names the other models rather than auto again.
+    """
     share = float(stats["count"][stats.frequency == 0].sum() / stats["count"].sum())
     if purchase_model.name == "bg_nbd" and share > ONE_TIME_SHARE_WARNING:
-        warnings.warn(DataQualityWarning(message_id="warnings.mostly_one_time", share=f"{share:.0%}"), stacklevel=3)
+        message_id = "warnings.mostly_one_time_auto" if auto else "warnings.mostly_one_time"
+        warnings.warn(DataQualityWarning(message_id=message_id, share=f"{share:.0%}"), stacklevel=3)
 
 
 def _check_finite(customers: pd.DataFrame, purchase_model, gamma_gamma) -> None:

@@ -19,7 +19,7 @@ DAYS_PER_UNIT: dict[str, float] = {
 }
 TIME_UNITS = tuple(DAYS_PER_UNIT)
 
-_HORIZON_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([DWMY])\s*$", re.IGNORECASE)
+HORIZON_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([DWMY])\s*$", re.IGNORECASE)
 _HORIZON_DAYS = {"D": 1.0, "W": 7.0, "M": DAYS_PER_YEAR / 12.0, "Y": DAYS_PER_YEAR}
 # CLV sums one discounted term per time unit, so its cost grows with the horizon; 50 years of weeks
 # (2,609 steps) is far beyond any business plan yet still runs in seconds.
@@ -46,7 +46,7 @@ def parse_horizon(text: str, time_unit: str) -> float:
     ConfigError
         If the text is not a positive number followed by one of D, W, M, Y.
     """
-    match = _HORIZON_PATTERN.match(text)
+    match = HORIZON_PATTERN.match(text)
     if not match or float(match.group(1)) <= 0:
         raise ConfigError(message_id="errors.bad_horizon", text=repr(text))
     days = float(match.group(1)) * _HORIZON_DAYS[match.group(2).upper()]

@@ -30,6 +30,7 @@ from revopt.errors import ConfigError, InputError
 from revopt.i18n import LANGUAGES, Translator, catalog
 from revopt.report import charts
 from revopt.segments import SEGMENT_CODES, label
+from revopt.timeunits import HORIZON_PATTERN
 
 __all__ = [
     "ReportData",
@@ -387,6 +388,16 @@ class _Formats:
         """Join sentences as the report's language does, skipping None."""
         return _SENTENCE_SEPARATORS[self.translate.language].join(text for text in texts if text)
 
+    def horizon(self, text: Any) -> str:
+        """Write a horizon option such as "12M" as words ("12 months", "12 个月"); other text is kept as is."""
+        match = HORIZON_PATTERN.match(str(text or ""))
+        if not match:
+            return str(text or "")
+        count = float(match.group(1))
+        number = f"{count:g}"
+        form = "one" if count == 1 else "many"
+        return self.translate(f"report.horizon_{form}.{match.group(2).upper()}", count=number)
+
     def unit(self, time_unit: str | None, *, singular: bool = False) -> str:
         """Name a time unit in the plural ("weeks"), or in the singular ("week") for "per week"."""
         message_id = (_SINGULAR_UNIT_IDS if singular else _UNIT_IDS).get(time_unit or "")
@@ -414,7 +425,7 @@ def _settings_rows(data: ReportData, formats: _Formats) -> list[tuple[str, str]]
     not_set = translate("report.value.not_set")
     horizon = translate(
         "report.settings.horizon_value",
-        horizon=settings.get("horizon", ""),
+        horizon=formats.horizon(settings.get("horizon")),
         units=formats.significant(settings.get("horizon_units")),
         unit=formats.unit(settings.get("time_unit")),
     )
@@ -450,7 +461,7 @@ def _kpi_tiles(data: ReportData, formats: _Formats) -> list[dict[str, str]]:
     total_clv = finite_clv.sum() if finite_clv.size else None
     clv_note = translate(
         "report.kpi.clv_note",
-        horizon=data.settings.get("horizon", ""),
+        horizon=formats.horizon(data.settings.get("horizon")),
         margin=formats.percent(data.settings.get("margin")),
     )
 
@@ -617,7 +628,7 @@ def _clv(data: ReportData, formats: _Formats) -> dict[str, Any] | None:
     clv = clv[np.isfinite(clv)]
     if clv.size == 0:
         return None
-    horizon = data.settings.get("horizon", "")
+    horizon = formats.horizon(data.settings.get("horizon"))
 
     positive = clv[clv > 0]
     log_scale = positive.size > 0 and positive.max() > _SKEW_RATIO * np.median(positive)
