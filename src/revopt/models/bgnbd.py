@@ -195,12 +195,11 @@ def _expected(t, r, alpha, a, b):
 
 
 def expected_given_history(t, r, alpha, a, b, x, big_t, *, b_shift: float = 0.0) -> np.ndarray:
-    """Return :func:`_expected` with the posterior parameters ``r + x``, ``alpha + T``, ``a``, ``b + x + b_shift``.
+    """Compute :func:`_expected` at the posterior parameters ``r + x``, ``alpha + T``, ``a``, ``b + x + b_shift``.
 
-    The value depends on (x, T) and not on recency, and a shop has far fewer distinct (x, T) pairs
-    than histories (22,886 against 618,923 for a million simulated customers), so the
-    hypergeometric function is evaluated once per pair. ``t`` is a scalar or a column (``t[:, None]``);
-    a ``t`` with one value per customer is evaluated row by row.
+    The value does not depend on recency. A shop has far fewer distinct (x, T) pairs than histories
+    (22,886 against 618,923 in a simulated log of a million customers), so the hypergeometric
+    function runs once per pair. A ``t`` with one value per customer is evaluated row by row.
     """
     if t.ndim and t.shape[-1] != 1:
         return _expected(t, r + x, alpha + big_t, a, b + x + b_shift)
