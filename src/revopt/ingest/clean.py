@@ -316,16 +316,10 @@ def _text_or_null(column: ibis.Value) -> ibis.StringValue:
 def daily_purchases(lines: ibis.Table) -> ibis.Table:
     """Merge each customer's lines of one business day into one purchase (as BG/NBD assumes)."""
     with_customer = lines.filter(lines.customer_id.notnull())
-    # Orders first, then days: two plain aggregations instead of a distinct count per day, which
-    # takes 40% less time on 10 million lines.
-    by_order = with_customer.group_by(["customer_id", "order_date", "order_id"]).aggregate(
+    by_day = with_customer.group_by(["customer_id", "order_date"]).aggregate(
         amount=with_customer.amount.sum(),
+        orders=with_customer.order_id.nunique(where=~with_customer.is_return),
         purchase_lines=(~with_customer.is_return).sum(),
-    )
-    by_day = by_order.group_by(["customer_id", "order_date"]).aggregate(
-        amount=by_order.amount.sum(),
-        orders=(by_order.purchase_lines > 0).sum(),
-        purchase_lines=by_order.purchase_lines.sum(),
     )
     return by_day.filter(by_day.purchase_lines > 0).drop("purchase_lines")
 
