@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
+import math
 import re
 import warnings
 
+import ibis
+import numpy as np
 import pandas as pd
 import pytest
 
+import revopt.growth as growth
 from revopt.actions import ACTIONS
 from revopt.audience import export_audiences, sample_messages
+from revopt.churn import churn_reason
 from revopt.cli import EXIT_INPUT_ERROR, main
 from revopt.demo import DemoParameters, generate_shop, write_export
 from revopt.errors import DataQualityWarning, InputError
+from revopt.i18n import message
+from revopt.ingest import load_orders
 from revopt.pipeline import AnalysisSettings, analyze, recommend_orders
 
 from conftest import dataset
@@ -250,3 +259,161 @@ def test_no_growth_stops_after_clv(tmp_path):
     assert result.model["actions"] is None
     assert "churn" not in result.timings
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# Chunks of customers
+# ---------------------------------------------------------------------------------------
+
+
+def grown_in_chunks(path, customers, tmp_path, monkeypatch, caplog, *, chunk: int, tz=None, shop_name=None):
+    """Run grow_customers in one chunk on ``customers``, then in chunks of ``chunk`` on them shuffled."""
+    tables, _, _ = load_orders(path, con=ibis.duckdb.connect(), staging_dir=tmp_path / "staging", tz=tz)
+    observation_end = pd.Timestamp(tables.purchases.order_date.max().execute()).date()
+    shuffled = customers.sample(frac=1.0, random_state=3)
+    runs = []
+    for size, frame in ((len(customers) + 1, customers), (chunk, shuffled)):
+        monkeypatch.setattr(growth, "CHUNK_CUSTOMERS", size)
+        target = tmp_path / f"recommendations-{size}.csv"
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="revopt.growth"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataQualityWarning)
+            result = growth.grow_customers(
+                tables.lines, tables.purchases, frame, observation_end=observation_end, clv_margin=1.0,
+                settings=growth.GrowthSettings(shop_name=shop_name), step=lambda name: contextlib.nullcontext(),
+                recommendations_path=target)
+        chunks = sum("event=growth_chunk " in record.getMessage() for record in caplog.records)
+        runs.append((result, target.read_bytes(), chunks))
+    return runs
+
+
+def assert_same_growth(runs, customers: pd.DataFrame, chunk: int) -> None:
+    (whole, whole_file, whole_chunks), (parts, parts_file, parts_chunks) = runs
+    assert whole_chunks == 1
+    assert parts_chunks == math.ceil(len(customers) / chunk)
+    assert parts_file == whole_file
+    assert whole_file.startswith(b"\xef\xbb\xbf")
+    assert whole_file.count(b"\xef\xbb\xbf") == 1
+    assert parts.recommendation_rows == whole.recommendation_rows == whole_file.count(b"\n") - 1
+
+    # Rows come back in the order of the customers passed in, which the second run shuffled.
+    assert whole.columns.customer_id.tolist() == customers.customer_id.tolist()
+    realigned = parts.columns.set_index("customer_id").loc[whole.columns.customer_id].reset_index()
+    pd.testing.assert_frame_equal(realigned, whole.columns, check_exact=True)
+    # The sums run over customers in another order, so they agree to rounding only.
+    for table in ("by_action", "by_segment"):
+        expected = pd.DataFrame(whole.summary["actions"][table])
+        got = pd.DataFrame(parts.summary["actions"][table])
+        pd.testing.assert_frame_equal(got.drop(columns="value"), expected.drop(columns="value"))
+        np.testing.assert_allclose(got.value, expected.value, rtol=1e-12)
+    assert parts.summary["churn"] == whole.summary["churn"]
+
+
+def test_demo_chunks_match_one_chunk(demo_run, tmp_path, monkeypatch, caplog):
+    result, out = demo_run
+    customers = result.customers[["customer_id", "segment", "probability_alive", "expected_purchases", "clv"]]
+    runs = grown_in_chunks(out.parent / "orders.csv", customers, tmp_path, monkeypatch, caplog, chunk=97,
+                           tz="Asia/Shanghai", shop_name="小店")
+
+    assert_same_growth(runs, customers, chunk=97)
+    recommendations = pd.read_csv(tmp_path / "recommendations-97.csv", encoding="utf-8-sig",
+                                  dtype={"customer_id": str})
+    keys = list(zip(recommendations.customer_id, recommendations["rank"]))
+    assert keys == sorted(keys)
+    # The demo shop has categories and prices, so every offer column is filled for some customer.
+    assert runs[0][0].columns[list(growth.OFFER_COLUMNS)].notna().any().all()
+
+
+@pytest.mark.slow
+def test_online_retail_chunks_match_one_chunk(tmp_path, monkeypatch, caplog):
+    path = dataset("online_retail", "online_retail.csv.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataQualityWarning)
+        scored = analyze(path, tmp_path / "out", AnalysisSettings(language="en", growth=False)).customers
+    customers = scored[["customer_id", "segment", "probability_alive", "expected_purchases", "clv"]]
+    runs = grown_in_chunks(path, customers, tmp_path, monkeypatch, caplog, chunk=500)
+
+    assert_same_growth(runs, customers, chunk=500)
+    # Online Retail has no categories, so upsell columns are empty and come last.
+    columns = list(runs[0][0].columns)
+    assert columns.index("upsell_product_name") > columns.index("replenish_due_date")
+    assert runs[0][0].columns.upsell_product_name.isna().all()
+
+
+def test_recommend_file_same_in_chunks(tmp_path, monkeypatch):
+    path = dataset("groceries", "groceries_member_date_item.csv")
+    written = {}
+    for size in (10_000, 700):
+        monkeypatch.setattr(growth, "CHUNK_CUSTOMERS", size)
+        result = recommend_orders(path, tmp_path / str(size), AnalysisSettings(language="en"), k=5,
+                                  basket="customer_day", customers=("1808", "3000"))
+        written[size] = ((tmp_path / str(size) / "recommendations.csv").read_bytes(), result)
+
+    (whole, whole_result), (parts, parts_result) = written[10_000], written[700]
+    assert parts == whole
+    assert parts_result.stats["customers_recommended"] == whole_result.stats["customers_recommended"]
+    pd.testing.assert_frame_equal(parts_result.items, whole_result.items, check_exact=True)
+    assert set(parts_result.items.customer_id) == {"1808", "3000"}
+    file_rows = pd.read_csv(tmp_path / "700" / "recommendations.csv", encoding="utf-8-sig",
+                            dtype={"customer_id": str})
+    requested = file_rows[file_rows.customer_id.isin(["1808", "3000"])].reset_index(drop=True)
+    assert requested[["product_id", "rank", "reason_en"]].equals(
+        parts_result.items[["product_id", "rank", "reason_en"]].reset_index(drop=True))
+
+
+def reason_texts_one_by_one(scores: pd.DataFrame, language: str, horizon_days: int) -> list[str]:
+    """The churn reason texts written customer by customer, as the growth step once did."""
+    one_day = message("churn.reason.one_purchase_day", language)
+    few_days = message("churn.reason.few_purchase_days", language)
+    separator = {"zh-CN": "；", "en": "; "}[language]
+    texts = []
+    for row in scores.itertuples(index=False):
+        if not row.churn_probability >= growth.REASONS_MIN_PROBABILITY:
+            texts.append("")
+            continue
+        pairs = [(row.churn_reason_1, row.churn_reason_1_value), (row.churn_reason_2, row.churn_reason_2_value),
+                 (row.churn_reason_3, row.churn_reason_3_value)]
+        parts = [churn_reason(feature, value, language, horizon_days=horizon_days)
+                 for feature, value in pairs if isinstance(feature, str)]
+        if one_day in parts:
+            parts = [part for part in parts if part != few_days]
+        texts.append(separator.join(dict.fromkeys(parts)))
+    return texts
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_reason_texts_match_one_by_one(language):
+    nan = np.nan
+    rows = [
+        # probability, (feature, value) x 3
+        (0.9, "recency_days", 45.0, "frequency", 1.0, None, nan),
+        (0.9, "recency_days", 45.0, "frequency", 1.0, None, nan),  # a repeated row
+        (0.7, "gap_mean", nan, "gap_std", nan, "gap_last", nan),  # one purchase day drops "few days"
+        (0.7, "gap_std", nan, "gap_trend", nan, "spend_total", 12.5),
+        (0.6, "gap_trend", 0.0, "recency_gap_ratio", -0.0, None, nan),  # 0.00 and -0.00 stay apart
+        (0.6, "recency_gap_ratio", 0.0, "gap_trend", -0.0, "spend_trend", nan),
+        (0.5, None, nan, None, nan, None, nan),  # at the threshold, no feature pushes churn up
+        (0.49, "recency_days", 45.0, None, nan, None, nan),  # below the threshold: no text
+        (nan, "recency_days", 45.0, None, nan, None, nan),
+    ]
+    scores = pd.DataFrame(rows, columns=["churn_probability", "churn_reason_1", "churn_reason_1_value",
+                                         "churn_reason_2", "churn_reason_2_value", "churn_reason_3",
+                                         "churn_reason_3_value"])
+    texts = growth._reason_texts(scores, language, 90)
+
+    assert list(texts) == reason_texts_one_by_one(scores, language, 90)
+    assert texts[2] == message("churn.reason.one_purchase_day", language)
+    assert texts[7] == texts[8] == ""
+    assert "-0.00" in texts[4]
+    assert "0.00" in texts[4].replace("-0.00", "")
+
+
+def test_reason_texts_on_demo_scores(demo_run):
+    _, out = demo_run
+    customers = pd.read_parquet(out / "customers.parquet")
+    likely = customers.churn_probability >= growth.REASONS_MIN_PROBABILITY
+
+    # Likely churners get a text and the others get none.
+    assert customers.loc[likely, "churn_reasons_en"].str.len().gt(0).all()
+    assert customers.loc[~likely, "churn_reasons_en"].eq("").all()
+    assert not customers.churn_reasons_en.str.contains("; ; ").any()

@@ -30,6 +30,7 @@ from revopt.recommend import (
     reason_text,
     recommend,
 )
+from revopt.recommend.api import fit_recommendations
 
 AS_OF = dt.date(2024, 7, 1)
 LINE_COLUMNS = {
@@ -603,6 +604,30 @@ def test_online_retail_lists_obey_rules(online_retail, online_retail_result):
     assert not (set(zip(items.customer_id, items.product_id)) & (recent - due))
     assert not any(non_product(p, n) for p, n in zip(items.product_id, items.product_name))
     assert online_retail_result.stats["non_product_lines"] > 2_500
+
+
+@pytest.mark.parametrize("method", ["als", "co_occurrence"])
+def test_online_retail_rows_do_not_depend_on_request(online_retail, method):
+    model = fit_recommendations(online_retail, k=10, method=method)
+    whole = model.recommend()
+    customers = model.customers
+    # Slices that do not line up with the 1,024-row scoring blocks, single customers (NumPy multiplies
+    # one row by a matrix with another BLAS routine) and a scattered subset.
+    slices = [model.recommend(customers[start:start + 777]) for start in range(0, len(customers), 777)]
+    singles = [model.recommend(customers[position:position + 1]) for position in range(0, len(customers), 401)]
+    scattered = model.recommend(customers[::7])
+
+    assert len(slices) > 1
+    assert whole.items.customer_id.nunique() == len(customers)
+    for part in ("items", "upsell", "replenishment"):
+        joined = pd.concat([getattr(result, part) for result in slices], ignore_index=True)
+        pd.testing.assert_frame_equal(joined, getattr(whole, part), check_exact=True)
+    subset = whole.items[whole.items.customer_id.isin(customers[::7])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(scattered.items, subset, check_exact=True)
+    single_items = pd.concat([result.items for result in singles], ignore_index=True)
+    subset = whole.items[whole.items.customer_id.isin(customers[::401])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(single_items, subset, check_exact=True)
+    assert (scattered.items.method == method).mean() > 0.5
 
 
 def test_groceries_time_split(con):

@@ -9,12 +9,19 @@ rest still runs, since the CLV scores stand on their own.
 
 The actions weigh money as margin. CLV from the main job counts ``margin`` of revenue (1 by
 default, that is revenue), so it is rescaled to the action config's ``margin_rate`` first.
+
+The models are fitted once. Recommendations, offers, actions and messages are then made for
+:data:`CHUNK_CUSTOMERS` customers at a time, in customer_id order, and the long recommendation
+table is appended to its file chunk by chunk. Only the per-customer columns are kept, so the
+memory of this part grows with the chunk size and the number of customers, not with customers x k.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +35,10 @@ from revopt.churn import ChurnSettings, churn_reason, fit_churn
 from revopt.errors import DataQualityWarning, FitError, InputError
 from revopt.i18n import message
 from revopt.messages import CNY_ALIASES, render_messages
-from revopt.recommend import reason_text, recommend
+from revopt.recommend import RecommendationModel, fit_recommendations, reason_text
 
 __all__ = ["GrowthResult", "GrowthSettings", "grow_customers", "bought_products", "recommendation_table",
-           "ACTION_COLUMNS"]
+           "write_recommendations", "ACTION_COLUMNS", "CHUNK_CUSTOMERS", "RECOMMENDATION_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,14 @@ OFFER_COLUMNS = (
     "upsell_from_product_name", "upsell_from_price", "replenish_product_name", "replenish_price",
     "replenish_due_date",
 )
+# Columns of recommendations.csv, one row per customer and rank.
+RECOMMENDATION_COLUMNS = ("customer_id", "rank", "product_id", "product_name", "category", "unit_price", "score",
+                          "method", "bought_before", "reason_zh", "reason_en")
+# Customers whose recommendations, offers, actions and messages are made at once. The memory of
+# that work grows with this number: with k = 10 and 125 products, one chunk of 100,000 customers
+# raised the peak by about 0.7 GB over chunks of 20,000, and the run took as long. Tests lower it
+# to run several chunks on small data.
+CHUNK_CUSTOMERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -65,15 +80,15 @@ class GrowthSettings:
 
 @dataclass
 class GrowthResult:
-    """Per-customer columns to add, the long recommendation table, and what the report and model.json show."""
+    """Per-customer columns to add, the rows written to recommendations.csv, and what the report and model.json show."""
 
     columns: pd.DataFrame
-    recommendations: pd.DataFrame
+    recommendation_rows: int
     summary: dict = field(default_factory=dict)
 
 
 def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataFrame, *, observation_end: dt.date,
-                   settings: GrowthSettings, clv_margin: float, step) -> GrowthResult:
+                   settings: GrowthSettings, clv_margin: float, step, recommendations_path: Path) -> GrowthResult:
     """Churn, recommendations, next best action and messages for every scored customer.
 
     Parameters
@@ -88,12 +103,18 @@ def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataF
     clv_margin : float
         The share of revenue that ``customers.clv`` counts (``--margin``).
     step : callable
-        The pipeline's step timer.
+        The pipeline's step timer. Steps: ``churn``, ``recommend`` (choosing and fitting the
+        method) and ``actions`` (recommendations, offers, actions and messages, chunk by chunk).
+    recommendations_path : pathlib.Path
+        Where the long recommendation table is written: UTF-8 with BOM, columns
+        :data:`RECOMMENDATION_COLUMNS`, sorted by customer_id and rank. Without recommendations
+        the file contains only the header.
 
     Returns
     -------
     GrowthResult
-        ``columns`` is indexed by customer_id, in the order of ``customers``.
+        ``columns`` has one row per customer, in the order of ``customers``, and customer_id as a
+        column.
     """
     config = load_action_config(settings.actions_config)
     currency = settings.currency.strip().upper()
@@ -112,46 +133,17 @@ def grow_customers(lines: ibis.Table, purchases: ibis.Table, customers: pd.DataF
         frame["churn_probability"] = np.nan
 
     with step("recommend"):
-        recs = _recommendations(lines, observation_end, settings)
-    long_table = pd.DataFrame(columns=["customer_id", "rank", "product_id", "product_name", "category", "unit_price",
-                                       "score", "method", "bought_before", "reason_zh", "reason_en"])
-    if recs is not None:
-        result, summary["recommendations"] = recs
-        frame = frame.merge(_offers(result, lines), on="customer_id", how="left")
-        long_table = recommendation_table(result, bought_products(lines))
-    # The same columns whatever the export holds, so that files of different shops line up.
-    for column in OFFER_COLUMNS:
-        if column not in frame:
-            frame[column] = np.nan
+        fitted = _recommendations(lines, observation_end, settings)
+    model = None
+    if fitted is not None:
+        model, summary["recommendations"] = fitted
 
     with step("actions"):
-        profile = _profiles(lines)
-        inputs = frame.merge(profile, on="customer_id", how="left").merge(
-            customers[["customer_id", "segment", "probability_alive", "expected_purchases", "clv"]],
-            on="customer_id", how="left",
-        )
-        inputs = inputs.rename(columns={"probability_alive": "p_alive"})
-        inputs["clv"] = inputs["clv"] / clv_margin * config.margin_rate
-        chosen = _choose(inputs, config, observation_end)
-        messages = {suffix: render_messages(chosen, language, shop_name=settings.shop_name,
-                                            currency=settings.currency)
-                    for language, suffix in LANGUAGE_SUFFIXES.items()}
-    columns = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
-    for name in [c for c in columns.columns if c.endswith("_price")]:
-        columns[name] = columns[name].round(MONEY_DECIMALS)
-    columns["customer_name"] = inputs["customer_name"].to_numpy()
-    columns["gender"] = inputs["gender"].to_numpy()
-    columns["next_best_action"] = chosen["next_best_action"].to_numpy()
-    for language, suffix in LANGUAGE_SUFFIXES.items():
-        labels = {code: action_label(code, language) for code in chosen["next_best_action"].unique()}
-        columns[f"next_best_action_{suffix}"] = chosen["next_best_action"].map(labels).to_numpy()
-    columns["action_value"] = chosen["action_value"].round(MONEY_DECIMALS).to_numpy()
-    columns["coupon_value"] = chosen["coupon_value"].round(MONEY_DECIMALS).to_numpy()
-    columns["action_product"] = chosen["action_product_name"].to_numpy()
-    for suffix, texts in messages.items():
-        columns[f"message_{suffix}"] = texts.to_numpy()
+        grown = _ChunkedGrowth(lines, customers, frame, model, config=config, settings=settings,
+                               clv_margin=clv_margin, as_of=observation_end + dt.timedelta(days=1))
+        columns, rows = grown.run(recommendations_path)
     summary["actions"] = _action_summary(columns, customers)
-    return GrowthResult(columns=columns, recommendations=long_table, summary=summary)
+    return GrowthResult(columns=columns, recommendation_rows=rows, summary=summary)
 
 
 def _warn_skipped(part: str, error: Exception) -> None:
@@ -174,31 +166,53 @@ def _churn(lines, purchases, observation_end: dt.date, settings: GrowthSettings)
         _warn_skipped("churn", error)
         return None
     scores = model.score(lines, purchases, as_of=observation_end)
-    likely = scores.churn_probability.to_numpy() >= REASONS_MIN_PROBABILITY
     for language, suffix in LANGUAGE_SUFFIXES.items():
-        texts = _reason_texts(scores, language, settings.churn_days)
-        scores[f"churn_reasons_{suffix}"] = np.where(likely, texts, "")
+        scores[f"churn_reasons_{suffix}"] = _reason_texts(scores, language, settings.churn_days)
     keep = ["customer_id", "churn_probability", "churn_reasons_zh", "churn_reasons_en"]
     summary = model.evaluation.to_dict() | {"horizon_days": settings.churn_days, "features": list(model.features)}
     return scores[keep], summary
 
 
-def _reason_texts(scores: pd.DataFrame, language: str, horizon_days: int) -> list[str]:
-    """Join each customer's up to three churn reasons into one line of text."""
-    texts = []
-    separator = _REASON_SEPARATOR[language]
+def _reason_texts(scores: pd.DataFrame, language: str, horizon_days: int) -> np.ndarray:
+    """Join the up to three churn reasons of each customer likely to churn into one line; "" for the others.
+
+    Each distinct (feature, value) is written once per rank, and the parts are joined with array
+    operations, so the cost grows with the distinct values rather than with the customers.
+    """
+    texts = np.full(len(scores), "", dtype=object)
+    likely = scores.churn_probability.to_numpy() >= REASONS_MIN_PROBABILITY
+    if not likely.any():
+        return texts
+    chosen = scores[likely]
+    parts = [_reason_column(chosen[f"churn_reason_{rank}"].to_numpy(dtype=object),
+                            chosen[f"churn_reason_{rank}_value"].to_numpy(dtype=float), language, horizon_days)
+             for rank in (1, 2, 3)]
+
+    # Two features can have the same explanation (a missing value with one known cause), and
+    # "only one purchase day" already implies "fewer than three purchase days".
     one_day_text = message("churn.reason.one_purchase_day", language)
     few_days_text = message("churn.reason.few_purchase_days", language)
-    columns = [(f"churn_reason_{rank}", f"churn_reason_{rank}_value") for rank in (1, 2, 3)]
-    for row in scores[[name for pair in columns for name in pair]].itertuples(index=False):
-        parts = [churn_reason(feature, value, language, horizon_days=horizon_days)
-                 for feature, value in zip(row[0::2], row[1::2]) if isinstance(feature, str)]
-        # Two features can have the same explanation (a missing value with one known cause), and
-        # "only one purchase day" already implies "fewer than three purchase days".
-        if one_day_text in parts:
-            parts = [part for part in parts if part != few_days_text]
-        texts.append(separator.join(dict.fromkeys(parts)))
+    has_one_day = np.logical_or.reduce([part == one_day_text for part in parts])
+    separator = _REASON_SEPARATOR[language]
+    joined = np.full(len(chosen), "", dtype=object)
+    for position, part in enumerate(parts):
+        keep = (part != "") & ~(has_one_day & (part == few_days_text))
+        for earlier in parts[:position]:
+            keep &= part != earlier
+        joined = np.where(keep & (joined != ""), joined + separator + part, np.where(keep, part, joined))
+    texts[likely] = joined
     return texts
+
+
+def _reason_column(features: np.ndarray, values: np.ndarray, language: str, horizon_days: int) -> np.ndarray:
+    """Write one rank's reason per customer, "" where the rank has no feature, each distinct pair once."""
+    # Values are grouped by their bits, so 0.0 and -0.0 stay apart as the formatted texts do.
+    pairs = pd.DataFrame({"feature": features, "bits": values.view(np.int64)})
+    codes = pairs.groupby(["feature", "bits"], dropna=False, sort=False).ngroup().to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    distinct = [churn_reason(feature, value, language, horizon_days=horizon_days) if isinstance(feature, str) else ""
+                for feature, value in zip(features[first], values[first])]
+    return np.asarray(distinct, dtype=object)[codes]
 
 
 def _recommendations(lines: ibis.Table, observation_end: dt.date, settings: GrowthSettings):
@@ -208,74 +222,335 @@ def _recommendations(lines: ibis.Table, observation_end: dt.date, settings: Grow
         _warn_skipped("recommend", InputError(message_id="errors.no_product_column"))
         return None
     try:
-        result = recommend(lines, k=settings.top_k, as_of=observation_end + dt.timedelta(days=1))
+        model = fit_recommendations(lines, k=settings.top_k, as_of=observation_end + dt.timedelta(days=1))
     except (InputError, FitError) as error:
         log.info("event=recommend_skipped reason=%s", error)
         _warn_skipped("recommend", error)
         return None
-    evaluation = None if result.evaluation is None else result.evaluation.reset_index().to_dict(orient="records")
-    summary = {"method": result.method, "k": settings.top_k, "split_date": result.split_date,
-               "as_of": result.as_of, "evaluation": evaluation, "stats": result.stats}
-    return result, summary
+    evaluation = None if model.evaluation is None else model.evaluation.reset_index().to_dict(orient="records")
+    summary = {"method": model.method, "k": settings.top_k, "split_date": model.split_date,
+               "as_of": model.as_of, "evaluation": evaluation, "stats": model.stats}
+    return model, summary
 
 
-def _offers(result, lines: ibis.Table) -> pd.DataFrame:
-    """Build one row per customer: the top recommendations, the cross-sell, upsell and replenishment offers.
+# --- chunks of customers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Scored customers handled together, and the customer_id range they cover in the engine.
+
+    The range is ``low < customer_id <= high``, open below for the first chunk and above for the
+    last. Together the ranges cover every id, so ids with recommendations but no score are
+    written too. Python and DuckDB (1.x and 2.x, binary collation) compare strings by code point,
+    so a range of ids sorted in pandas selects the same ids in the engine.
+    """
+
+    positions: np.ndarray
+    low: str | None
+    high: str | None
+
+    def of_index(self, ids: pd.Index) -> pd.Index:
+        """Return the ids of the sorted index ``ids`` inside the chunk's range."""
+        start = 0 if self.low is None else ids.searchsorted(self.low, side="right")
+        stop = len(ids) if self.high is None else ids.searchsorted(self.high, side="right")
+        return ids[start:stop]
+
+    def of_table(self, table: ibis.Table) -> ibis.Table:
+        """Filter ``table`` to the rows whose customer_id is inside the chunk's range."""
+        if self.low is not None:
+            table = table.filter(table.customer_id > self.low)
+        if self.high is not None:
+            table = table.filter(table.customer_id <= self.high)
+        return table
+
+
+def _customer_chunks(customer_ids: pd.Series, size: int) -> tuple[np.ndarray, list[_Chunk]]:
+    """Split the customers into chunks of ``size`` in customer_id order; return that order and the chunks."""
+    count = len(customer_ids)
+    if customer_ids.is_monotonic_increasing:
+        order = np.arange(count)
+    else:
+        order = np.asarray(customer_ids.argsort(kind="stable"))
+    ids = customer_ids.to_numpy()
+    n_chunks = max(1, math.ceil(count / size))
+    chunks = []
+    for number in range(n_chunks):
+        start, stop = number * size, min((number + 1) * size, count)
+        low = ids[order[start - 1]] if number > 0 else None
+        high = ids[order[stop - 1]] if number < n_chunks - 1 else None
+        chunks.append(_Chunk(positions=order[start:stop], low=low, high=high))
+    return order, chunks
+
+
+class _ChunkedGrowth:
+    """Recommendations, offers, actions and messages of the scored customers, one chunk at a time."""
+
+    def __init__(self, lines: ibis.Table, customers: pd.DataFrame, frame: pd.DataFrame,
+                 model: RecommendationModel | None, *, config: ActionConfig, settings: GrowthSettings,
+                 clv_margin: float, as_of: dt.date) -> None:
+        self.lines = lines
+        self.customers = customers
+        self.frame = frame
+        self.model = model
+        self.config = config
+        self.settings = settings
+        self.clv_margin = clv_margin
+        self.as_of = as_of
+
+    def run(self, path: Path) -> tuple[pd.DataFrame, int]:
+        """Write the long recommendation table to ``path`` and return the per-customer columns and its row count."""
+        order, chunks = _customer_chunks(self.frame.customer_id, CHUNK_CUSTOMERS)
+        # The lookups that read every order line are computed once in the engine, then read a chunk at a time.
+        profiles = _profiles(self.lines).cache()
+        bought = _bought_pairs(self.lines).cache() if self.model is not None else None
+        self.prices = _product_prices(self.lines) if self.model is not None else None
+        self.dtypes = _offer_dtypes(self.model)
+        parts, present = [], set()
+        try:
+            with _RecommendationFile(path) as file:
+                for number, chunk in enumerate(chunks, start=1):
+                    started = time.perf_counter()
+                    part, chunk_present, table = self._chunk(chunk, profiles, bought)
+                    if table is not None:
+                        file.write(table)
+                    parts.append(part)
+                    present |= chunk_present
+                    log.info("event=growth_chunk chunk=%d chunks=%d customers=%d recommendation_rows=%d seconds=%.2f",
+                             number, len(chunks), len(chunk.positions), 0 if table is None else len(table),
+                             time.perf_counter() - started)
+        finally:
+            profiles.release()
+            if bought is not None:
+                bought.release()
+        return self._columns(parts, order, present), file.rows
+
+    def _chunk(self, chunk: _Chunk, profiles: ibis.Table, bought_pairs: ibis.Table | None):
+        """Return one chunk's per-customer values, the offer columns that had rows, and its recommendation rows."""
+        base = self.frame.iloc[chunk.positions].reset_index(drop=True)
+        table, present = None, set()
+        if self.model is None:
+            offers = pd.DataFrame({column: np.full(len(base), np.nan) for column in OFFER_COLUMNS})
+        else:
+            result = self.model.recommend(chunk.of_index(self.model.customers))
+            bought = chunk.of_table(bought_pairs).to_pandas()
+            offers, present = _offers(result, bought, self.prices, _hit_rate(self.model), pd.Index(base.customer_id),
+                                      self.dtypes)
+            table = recommendation_table(result, bought)
+
+        inputs = pd.concat([base, offers], axis=1)
+        inputs = inputs.merge(chunk.of_table(profiles).to_pandas(), on="customer_id", how="left")
+        scored = self.customers.iloc[chunk.positions][["segment", "probability_alive", "expected_purchases", "clv"]]
+        inputs = pd.concat([inputs, scored.reset_index(drop=True)], axis=1).rename(
+            columns={"probability_alive": "p_alive"})
+        inputs["clv"] = inputs["clv"] / self.clv_margin * self.config.margin_rate
+        chosen = choose_actions(inputs, self.config, as_of=self.as_of)
+        # Texts are kept in Arrow storage until every chunk is done: a short name takes about 20 bytes
+        # there and about 80 as a Python string.
+        part = {
+            "offers": offers,
+            "customer_name": pd.array(inputs["customer_name"], dtype="str"),
+            "gender": pd.array(inputs["gender"], dtype="str"),
+            "next_best_action": chosen["next_best_action"].to_numpy(),
+            "action_value": chosen["action_value"].round(MONEY_DECIMALS).to_numpy(),
+            "coupon_value": chosen["coupon_value"].round(MONEY_DECIMALS).to_numpy(),
+            "action_product": pd.array(chosen["action_product_name"], dtype="str"),
+        }
+        for language, suffix in LANGUAGE_SUFFIXES.items():
+            texts = render_messages(chosen, language, shop_name=self.settings.shop_name,
+                                    currency=self.settings.currency)
+            part[f"message_{suffix}"] = pd.array(texts, dtype="str")
+        return part, present, table
+
+    def _columns(self, parts: list[dict], order: np.ndarray, present: set[str]) -> pd.DataFrame:
+        """Join the chunks' values into the per-customer columns, in the order of the scored customers."""
+        # Chunks come in customer_id order; ``inverse`` puts the rows back in the order of ``customers``.
+        inverse = None
+        if not np.array_equal(order, np.arange(len(order))):
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(len(order))
+
+        def joined(name: str) -> np.ndarray:
+            values = np.concatenate([part[name] for part in parts])
+            return values if inverse is None else values[inverse]
+
+        def joined_text(name: str, missing: object):
+            # Pandas stores a column without any text as objects (``missing``: NaN, or NA for the
+            # messages) and a column with text as str, so the joined chunks are stored the same way.
+            values = pd.concat([pd.Series(part[name]) for part in parts], ignore_index=True)
+            if inverse is not None:
+                values = values.take(inverse)
+            if not values.notna().any():
+                return np.full(len(values), missing, dtype=object)
+            return values.array
+
+        offers = pd.concat([part["offers"] for part in parts], ignore_index=True)
+        if inverse is not None:
+            offers = offers.iloc[inverse].reset_index(drop=True)
+        # Offer columns that no customer has (an export without categories has no upsell) come last and
+        # are all NaN, whichever their type, so that the files of different shops have the same columns.
+        missing = [column for column in OFFER_COLUMNS if column not in present]
+        for column in missing:
+            offers[column] = np.nan
+        offers = offers[[column for column in OFFER_COLUMNS if column in present] + missing]
+
+        columns = self.frame.drop(columns=[c for c in self.frame.columns if c.startswith("_")])
+        columns = pd.concat([columns, offers.set_axis(columns.index)], axis=1)
+        for name in [c for c in columns.columns if c.endswith("_price")]:
+            columns[name] = columns[name].round(MONEY_DECIMALS)
+        columns["customer_name"] = joined_text("customer_name", np.nan)
+        columns["gender"] = joined_text("gender", np.nan)
+        actions = joined("next_best_action")
+        columns["next_best_action"] = actions
+        for language, suffix in LANGUAGE_SUFFIXES.items():
+            labels = {code: action_label(code, language) for code in pd.unique(actions)}
+            columns[f"next_best_action_{suffix}"] = pd.Series(actions).map(labels).to_numpy()
+        columns["action_value"] = joined("action_value")
+        columns["coupon_value"] = joined("coupon_value")
+        columns["action_product"] = joined_text("action_product", np.nan)
+        for suffix in LANGUAGE_SUFFIXES.values():
+            columns[f"message_{suffix}"] = joined_text(f"message_{suffix}", pd.NA)
+        return columns
+
+
+def _offer_dtypes(model: RecommendationModel | None) -> dict:
+    """Return the type of each offer column, for chunks in which no customer has that offer."""
+    dtypes = {column: np.dtype(float) for column in OFFER_COLUMNS}
+    if model is None:
+        return dtypes
+    name = model.data.products.product_name.dtype
+    for column in OFFER_COLUMNS:
+        if column.startswith("recommendation_") or column.endswith("_product_name"):
+            dtypes[column] = name
+    if "due_date" in model.data.due:
+        dtypes["replenish_due_date"] = model.data.due.due_date.dtype
+    return dtypes
+
+
+def _offers(result, bought: pd.DataFrame, prices: pd.Series, hit_rate: float, customer_ids: pd.Index,
+            dtypes: dict) -> tuple[pd.DataFrame, set[str]]:
+    """Build the offer columns of ``customer_ids``: top recommendations, cross-sell, upsell and replenishment.
 
     The cross-sell offer is the best-ranked recommendation that the customer has never bought: a
     product bought before is a repeat purchase, which the replenishment reminder covers.
+
+    Returns
+    -------
+    offers : pandas.DataFrame
+        Columns :data:`OFFER_COLUMNS`, one row per id of ``customer_ids`` in its order, NaN where
+        the customer has no such offer.
+    present : set of str
+        The columns that ``result`` fills for at least one customer, including customers that are
+        not in ``customer_ids``.
     """
+    values: dict[str, pd.Series] = {}
     items = result.items.sort_values(["customer_id", "rank"])
     top = items[items["rank"] <= TOP_IN_CUSTOMER_TABLE].pivot(index="customer_id", columns="rank",
                                                                values="product_name")
-    top.columns = [f"recommendation_{rank}" for rank in top.columns]
-    bought = bought_products(lines)
+    for rank in top.columns:
+        values[f"recommendation_{rank}"] = top[rank]
     new_to_customer = items.merge(bought, on=["customer_id", "product_id"], how="left", indicator=True)
     new_to_customer = new_to_customer[new_to_customer["_merge"] == "left_only"]
     first = new_to_customer.groupby("customer_id", sort=False).head(1).set_index("customer_id")
     # The chosen method's measured hit rate: the chance that one recommended product is bought in
     # the test window, the same for every customer, since the methods' scores are not probabilities.
-    hit_rate = _hit_rate(result)
-    offers = top.join(pd.DataFrame({
-        "cross_sell_product_name": first.product_name,
-        "cross_sell_price": first.unit_price,
-        "cross_sell_score": hit_rate,
-    }), how="outer")
+    values["cross_sell_product_name"] = first.product_name
+    values["cross_sell_price"] = first.unit_price
+    values["cross_sell_score"] = pd.Series(hit_rate, index=first.index, dtype=float)
 
     upsell = result.upsell.sort_values(["customer_id", "rank"]).groupby("customer_id", sort=False).head(1)
     if len(upsell):
-        prices = _product_prices(lines)
         upsell = upsell.set_index("customer_id")
-        offers = offers.join(pd.DataFrame({
-            "upsell_product_name": upsell.product_name,
-            "upsell_price": upsell.unit_price,
-            "upsell_from_product_name": upsell.reason_product_name,
-            "upsell_from_price": upsell.reason_product_name.map(prices),
-        }), how="outer")
+        values["upsell_product_name"] = upsell.product_name
+        values["upsell_price"] = upsell.unit_price
+        values["upsell_from_product_name"] = upsell.reason_product_name
+        values["upsell_from_price"] = upsell.reason_product_name.map(prices)
     due = result.replenishment.sort_values(["customer_id", "rank"]).groupby("customer_id", sort=False).head(1)
     if len(due):
         due = due.set_index("customer_id")
-        offers = offers.join(pd.DataFrame({
-            "replenish_product_name": due.product_name,
-            "replenish_price": due.unit_price,
-            "replenish_due_date": due.due_date,
-        }), how="outer")
-    return offers.rename_axis("customer_id").reset_index()
+        values["replenish_product_name"] = due.product_name
+        values["replenish_price"] = due.unit_price
+        values["replenish_due_date"] = due.due_date
+
+    offers = pd.DataFrame({
+        column: (values[column].reindex(customer_ids).array if column in values
+                 else pd.Series(index=customer_ids, dtype=dtypes[column]).array)
+        for column in OFFER_COLUMNS
+    })
+    return offers, set(values)
+
+
+class _RecommendationFile:
+    """recommendations.csv opened for appending chunks: UTF-8 with BOM (for Excel), header written once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+
+    def __enter__(self) -> _RecommendationFile:
+        self.sink = open(self.path, "w", encoding="utf-8-sig", newline="")
+        pd.DataFrame(columns=list(RECOMMENDATION_COLUMNS)).to_csv(self.sink, index=False)
+        return self
+
+    def write(self, table: pd.DataFrame) -> None:
+        table[list(RECOMMENDATION_COLUMNS)].to_csv(self.sink, index=False, header=False)
+        self.rows += len(table)
+
+    def __exit__(self, *exc) -> None:
+        self.sink.close()
+
+
+def write_recommendations(model: RecommendationModel, lines: ibis.Table, path: Path) -> tuple[int, int]:
+    """Write the recommendations of every customer of ``model`` to ``path``, a chunk of customers at a time.
+
+    Parameters
+    ----------
+    model : RecommendationModel
+        The fitted recommenders.
+    lines : ibis.Table
+        The clean order lines, for ``bought_before``.
+    path : pathlib.Path
+        The file: UTF-8 with BOM, columns :data:`RECOMMENDATION_COLUMNS`, sorted by customer_id
+        and rank, :data:`CHUNK_CUSTOMERS` customers at a time.
+
+    Returns
+    -------
+    rows : int
+        Rows written.
+    customers : int
+        Customers with at least one row.
+    """
+    _, chunks = _customer_chunks(pd.Series(model.customers), CHUNK_CUSTOMERS)
+    bought = _bought_pairs(lines).cache()
+    recommended = 0
+    try:
+        with _RecommendationFile(path) as file:
+            for chunk in chunks:
+                result = model.recommend(model.customers[chunk.positions])
+                file.write(recommendation_table(result, chunk.of_table(bought).to_pandas()))
+                recommended += result.items.customer_id.nunique()
+    finally:
+        bought.release()
+    return file.rows, recommended
 
 
 def bought_products(lines: ibis.Table) -> pd.DataFrame:
     """Distinct (customer, product) pairs of every purchase line, over the whole history."""
+    return _bought_pairs(lines).to_pandas()
+
+
+def _bought_pairs(lines: ibis.Table) -> ibis.Table:
     bought = lines.filter(lines.customer_id.notnull() & lines.product_id.notnull() & ~lines.is_return)
-    return bought.select("customer_id", "product_id").distinct().to_pandas()
+    return bought.select("customer_id", "product_id").distinct()
 
 
-def _hit_rate(result) -> float:
-    if result.evaluation is None or result.evaluation.empty:
+def _hit_rate(model) -> float:
+    if model.evaluation is None or model.evaluation.empty:
         return np.nan
-    table = result.evaluation
-    if result.method not in table.index or "precision@10" not in table.columns:
+    table = model.evaluation
+    if model.method not in table.index or "precision@10" not in table.columns:
         return np.nan
-    return float(table.loc[result.method, "precision@10"])
+    return float(table.loc[model.method, "precision@10"])
 
 
 def _product_prices(lines: ibis.Table) -> pd.Series:
@@ -289,6 +564,7 @@ def recommendation_table(result, bought: pd.DataFrame) -> pd.DataFrame:
     """Return the chosen method's top-k rows per customer, with the reason written out in zh-CN and en.
 
     ``bought_before`` marks a product the customer has bought: a repeat purchase, not a cross-sell.
+    ``bought`` needs the (customer_id, product_id) pairs of the customers in ``result`` only.
     """
     table = result.items.sort_values(["customer_id", "rank"]).reset_index(drop=True)
     table["bought_before"] = pd.MultiIndex.from_frame(table[["customer_id", "product_id"]]).isin(
@@ -303,18 +579,13 @@ def recommendation_table(result, bought: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=keys)
 
 
-def _profiles(lines: ibis.Table) -> pd.DataFrame:
-    """Return each customer's latest known name and gender, one row per customer, picked in the engine."""
+def _profiles(lines: ibis.Table) -> ibis.Table:
+    """Return each customer's latest known name and gender, one row per customer, as an engine expression."""
     known = lines.filter(lines.customer_id.notnull())
-    profile = known.group_by("customer_id").aggregate(
+    return known.group_by("customer_id").aggregate(
         customer_name=known.customer_name.argmax(known.order_time, where=known.customer_name.notnull()),
         gender=known.gender.argmax(known.order_time, where=known.gender.notnull()),
     )
-    return profile.to_pandas()
-
-
-def _choose(inputs: pd.DataFrame, config: ActionConfig, observation_end: dt.date) -> pd.DataFrame:
-    return choose_actions(inputs, config, as_of=observation_end + dt.timedelta(days=1))
 
 
 def _action_summary(columns: pd.DataFrame, customers: pd.DataFrame) -> dict:

@@ -277,6 +277,7 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
                 settings=GrowthSettings(churn_days=settings.churn_days, top_k=settings.top_k,
                                         actions_config=settings.actions_config, shop_name=settings.shop_name,
                                         currency=settings.currency),
+                recommendations_path=scratch / "recommendations.csv",
             )
     if growth is not None:
         customers = customers.merge(growth.columns, on="customer_id", how="left", validate="one_to_one")
@@ -294,8 +295,9 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
 
     with step("write"):
         _write_outputs(scratch, customers, model, kpis, tables.rejected, language)
-        recommendations = growth.recommendations if growth is not None else pd.DataFrame(columns=["customer_id"])
-        recommendations.to_csv(scratch / "recommendations.csv", index=False, encoding="utf-8-sig")
+        if growth is None:  # with growth, grow_customers wrote the file chunk by chunk
+            pd.DataFrame(columns=["customer_id"]).to_csv(scratch / "recommendations.csv", index=False,
+                                                         encoding="utf-8-sig")
         from revopt.report import ReportData, write_report
 
         ingest_for_report = {key: value for key, value in ingest.items() if key != "columns"}
@@ -725,9 +727,11 @@ def recommend_orders(orders: str | Path, out_dir: str | Path, settings: Analysis
     Returns
     -------
     revopt.recommend.RecommendationResult
-        ``items`` as written (reasons in zh-CN and en), and in ``stats`` the number of customers
-        recommended to and which of ``customers`` got no recommendation (not in the export, or
-        every purchase returned).
+        ``items``, ``upsell`` and ``replenishment`` of the requested ``customers``, ``items`` as
+        written (reasons in zh-CN and en). Only the file contains every customer's rows, written a
+        chunk of customers at a time. In ``stats`` the number of customers recommended
+        to and which of ``customers`` got no recommendation (not in the export, or every purchase
+        returned).
 
     Raises
     ------
@@ -735,8 +739,8 @@ def recommend_orders(orders: str | Path, out_dir: str | Path, settings: Analysis
         If the export has no product column or one of ``customers`` is not in it (ids are compared
         as text), among the errors of :func:`revopt.recommend.recommend`.
     """
-    from revopt.growth import bought_products, recommendation_table
-    from revopt.recommend import RecommendSettings, recommend
+    from revopt.growth import bought_products, recommendation_table, write_recommendations
+    from revopt.recommend import RecommendSettings, fit_recommendations
 
     settings = settings.validated()
     out_dir = Path(out_dir)
@@ -760,14 +764,16 @@ def recommend_orders(orders: str | Path, out_dir: str | Path, settings: Analysis
                 raise InputError(message_id="errors.unknown_customers", count=len(unknown),
                                  examples=", ".join(unknown[:5]))
         with step("recommend"):
-            result = recommend(tables.lines, k=k, method=method, settings=RecommendSettings(basket=basket))
-        recommended = int(result.items.customer_id.nunique())
-        missing = sorted(set(customers) - set(result.items.customer_id))
+            model = fit_recommendations(tables.lines, k=k, method=method, settings=RecommendSettings(basket=basket))
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _, recommended = write_recommendations(model, tables.lines, out_dir / RECOMMEND_FILES[0])
+        result = model.recommend(list(customers))
+        lines = tables.lines
+        requested = lines.filter(lines.customer_id.isin(list(customers)) if customers else ibis.literal(False))
+        items = recommendation_table(result, bought_products(requested))
+        missing = sorted(set(customers) - set(items.customer_id))
         if missing:
             log.info("event=customers_without_recommendations count=%d examples=%s", len(missing), missing[:5])
-        items = recommendation_table(result, bought_products(tables.lines))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        items.to_csv(out_dir / RECOMMEND_FILES[0], index=False, encoding="utf-8-sig")
         evaluation = result.evaluation.reset_index() if result.evaluation is not None else pd.DataFrame()
         evaluation.to_csv(out_dir / RECOMMEND_FILES[1], index=False, encoding="utf-8-sig")
     stats = {**result.stats, "customers_recommended": recommended, "customers_without_recommendations": missing}

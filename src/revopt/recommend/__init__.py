@@ -1,6 +1,7 @@
 """Cross-sell and upsell recommendations from order lines.
 
-:func:`recommend` builds purchase baskets and a catalogue from clean order lines, compares the
+:func:`recommend` (or :func:`fit_recommendations`, whose model recommends to any group of customers
+later) builds purchase baskets and a catalogue from clean order lines, compares the
 methods on a time split, and returns the top-k products per customer with a reason for each:
 
 * ``co_occurrence``: association rules between products bought in one basket;
@@ -14,7 +15,15 @@ Modules: :mod:`~revopt.recommend.baskets` (purchase lines, catalogue, training d
 :mod:`~revopt.recommend.metrics` (ranking metrics) and :mod:`~revopt.recommend.evaluate`.
 """
 
-from revopt.recommend.api import AUTO, ITEM_TABLE_COLUMNS, RecommendationResult, reason_text, recommend
+from revopt.recommend.api import (
+    AUTO,
+    ITEM_TABLE_COLUMNS,
+    RecommendationModel,
+    RecommendationResult,
+    fit_recommendations,
+    reason_text,
+    recommend,
+)
 from revopt.recommend.baskets import (
     BASKET_KEYS,
     NON_PRODUCT_PATTERNS,
@@ -57,6 +66,7 @@ __all__ = [
     "Evaluation",
     "ImplicitALS",
     "Popularity",
+    "RecommendationModel",
     "RecommendSettings",
     "RecommendationResult",
     "Recommender",
@@ -68,6 +78,7 @@ __all__ = [
     "catalogue_coverage",
     "choose",
     "evaluate",
+    "fit_recommendations",
     "make_method",
     "ndcg_at_k",
     "precision_at_k",

@@ -1,4 +1,10 @@
-"""The public entry point: recommendations for every customer, with the evaluation behind the choice."""
+"""The public entry points: recommendations for every customer, with the evaluation behind the choice.
+
+:func:`recommend` returns every customer's lists at once. :func:`fit_recommendations` chooses and
+fits the methods once and returns a :class:`RecommendationModel`, whose
+:meth:`~RecommendationModel.recommend` serves any set of customers, so that a large shop can be
+served a chunk of customers at a time. :func:`recommend` returns that model's lists for every customer.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ from revopt.recommend.methods import (
     make_method,
 )
 
-__all__ = ["AUTO", "ITEM_TABLE_COLUMNS", "RecommendationResult", "reason_text", "recommend"]
+__all__ = ["AUTO", "ITEM_TABLE_COLUMNS", "RecommendationModel", "RecommendationResult", "fit_recommendations",
+           "reason_text", "recommend"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +85,91 @@ class RecommendationResult:
     stats: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecommendationModel:
+    """The chosen method, the popularity fallback, upsell and replenishment, fitted once on one as-of date.
+
+    Made by :func:`fit_recommendations`. :meth:`recommend` returns the recommendations of any set
+    of customers. A customer's rows do not depend on which other customers are requested in the
+    same call, so serving a shop in chunks of customers gives the same rows as one call.
+
+    Attributes
+    ----------
+    method : str
+        The method behind the lists.
+    k : int
+        Products per customer.
+    data : TrainingData
+        The training data on ``as_of``.
+    recommender : Recommender
+        The fitted ``method``.
+    fallback : Popularity
+        Fills lists where the method finds fewer than ``k`` products.
+    upsell : Upsell or None
+        None when the data has no product with both a category and a price.
+    replenishment : Replenishment
+    evaluation : pandas.DataFrame or None
+        As in :class:`RecommendationResult`.
+    split_date : datetime.date or None
+        First day of the evaluation's test window.
+    stats : dict
+        As in :class:`RecommendationResult`.
+    """
+
+    method: str
+    k: int
+    data: TrainingData
+    recommender: Recommender
+    fallback: Popularity
+    upsell: Upsell | None
+    replenishment: Replenishment
+    evaluation: pd.DataFrame | None
+    split_date: dt.date | None
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def as_of(self) -> dt.date:
+        """The day the recommendations are for."""
+        return self.data.as_of
+
+    @property
+    def customers(self) -> pd.Index:
+        """Customer ids that get recommendations, sorted."""
+        return self.data.customers
+
+    def recommend(self, customers: Sequence[str] | None = None) -> RecommendationResult:
+        """Return the recommendations of ``customers``, default every customer.
+
+        Parameters
+        ----------
+        customers : sequence of str, optional
+            Customer ids; ids that are not in :attr:`customers` get no rows.
+
+        Returns
+        -------
+        RecommendationResult
+            Rows of the requested customers, sorted by customer_id and rank.
+        """
+        k, data = self.k, self.data
+        own = self.recommender.recommend(k, customers=customers)
+        fallback = self.fallback.recommend(2 * k, customers=customers)
+        items = fill_up(own, fallback, k, method=self.method)
+        upsell = self.upsell.recommend(k, customers=customers) if self.upsell is not None else _empty_items()
+        replenishment = self.replenishment.recommend(k, customers=customers)
+        due = data.due
+        if customers is not None:
+            rows = data.customers.get_indexer(pd.Index(customers).unique())
+            due = due[due.row.isin(rows[rows >= 0])]
+        replenishment = _describe(replenishment.assign(method=Replenishment.name), data).merge(
+            due[["customer_id", "product_id", "last_date", "cycle_days", "due_date"]],
+            on=["customer_id", "product_id"], how="left")
+        return RecommendationResult(
+            items=_describe(items, data), evaluation=self.evaluation, method=self.method,
+            upsell=_describe(upsell.assign(method=Upsell.name), data), replenishment=replenishment,
+            as_of=self.as_of, split_date=self.split_date, stats=self.stats,
+        )
+
+
 def recommend(
     lines: ibis.Table,
     *,
@@ -91,6 +183,31 @@ def recommend(
     exclude: Mapping[str, Sequence[str]] | None = None,
 ) -> RecommendationResult:
     """Recommend ``k`` products to every customer, choosing the method on a time split when asked.
+
+    The same as ``fit_recommendations(lines, ...).recommend()``; see :func:`fit_recommendations`
+    for the parameters and errors.
+
+    Returns
+    -------
+    RecommendationResult
+    """
+    return fit_recommendations(lines, k=k, method=method, as_of=as_of, split_date=split_date, test_days=test_days,
+                               candidates=candidates, settings=settings, exclude=exclude).recommend()
+
+
+def fit_recommendations(
+    lines: ibis.Table,
+    *,
+    k: int = 10,
+    method: str | Recommender = AUTO,
+    as_of: dt.date | None = None,
+    split_date: dt.date | None = None,
+    test_days: int = 30,
+    candidates: Sequence[str | Recommender] = DEFAULT_METHODS,
+    settings: RecommendSettings | None = None,
+    exclude: Mapping[str, Sequence[str]] | None = None,
+) -> RecommendationModel:
+    """Choose the method on a time split when asked, and fit it, upsell and replenishment once.
 
     Parameters
     ----------
@@ -119,7 +236,7 @@ def recommend(
 
     Returns
     -------
-    RecommendationResult
+    RecommendationModel
 
     Raises
     ------
@@ -156,24 +273,17 @@ def recommend(
 
     data = prepare_training(lines, as_of=as_of, settings=settings, exclude=exclude)
     model = method if isinstance(method, Recommender) else make_method(chosen)
-    fallback = Popularity().fit(data).recommend(2 * k)
-    items = fill_up(model.fit(data).recommend(k), fallback, k, method=chosen)
+    model.fit(data)
     stats = dict(data.stats)
     if isinstance(model, CoOccurrence):
         rules = model.rules_
         stats.update(rules=len(rules.table), rule_baskets=rules.baskets, capped_baskets=rules.capped_baskets,
                      capped_lines=rules.capped_lines)
-
-    upsell_model = Upsell()
-    upsell = upsell_model.fit(data).recommend(k) if upsell_model.is_applicable(data) else _empty_items()
-    replenishment = Replenishment().fit(data).recommend(k)
-    replenishment = _describe(replenishment.assign(method=Replenishment.name), data).merge(
-        data.due[["customer_id", "product_id", "last_date", "cycle_days", "due_date"]],
-        on=["customer_id", "product_id"], how="left")
-    return RecommendationResult(
-        items=_describe(items, data), evaluation=evaluation, method=chosen,
-        upsell=_describe(upsell.assign(method=Upsell.name), data), replenishment=replenishment,
-        as_of=as_of, split_date=split_date, stats=stats,
+    upsell = Upsell()
+    return RecommendationModel(
+        method=chosen, k=k, data=data, recommender=model, fallback=Popularity().fit(data),
+        upsell=upsell.fit(data) if upsell.is_applicable(data) else None, replenishment=Replenishment().fit(data),
+        evaluation=evaluation, split_date=split_date, stats=stats,
     )
 
 

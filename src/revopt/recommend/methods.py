@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -146,9 +146,7 @@ class _MatrixRecommender(Recommender):
     def _recommend(self, rows: np.ndarray, k: int) -> pd.DataFrame:
         data = self.data_
         parts = []
-        for start in range(0, len(rows), _BLOCK_ROWS):
-            block = rows[start:start + _BLOCK_ROWS]
-            scores = np.asarray(self._scores(block), dtype=float)
+        for block, scores in self._block_scores(rows):
             allowed = data.catalogue_mask[None, :] & ~data.blocked[block].toarray()
             if self.positive_only:
                 allowed &= scores > 0
@@ -162,6 +160,23 @@ class _MatrixRecommender(Recommender):
                 "reason_product_id": _product_ids(data, reason_cols),
             }))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(ITEM_COLUMNS))
+
+    def _block_scores(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield the sorted ``rows`` a block at a time, with their scores.
+
+        Scores are computed for whole blocks of matrix rows ``[b * _BLOCK_ROWS, (b + 1) *
+        _BLOCK_ROWS)``, whichever of their rows were requested. A BLAS matrix product can differ in
+        the last bit with the shape of its operands (OpenBLAS 0.3.31 does), and a customer's
+        scores must not depend on the other customers of the request.
+        """
+        if len(rows) == 0:
+            return
+        n_rows = len(self.data_.customers)
+        starts = np.flatnonzero(np.diff(rows // _BLOCK_ROWS)) + 1
+        for block in np.split(rows, starts):
+            first = block[0] - block[0] % _BLOCK_ROWS
+            whole = np.arange(first, min(first + _BLOCK_ROWS, n_rows))
+            yield block, np.asarray(self._scores(whole), dtype=float)[block - first]
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -375,7 +390,8 @@ class Upsell(Recommender):
         offers = floor.merge(candidates, on="category", suffixes=("_floor", ""))
         offers = offers[offers.unit_price > offers.unit_price_floor]
         offers = offers.assign(row=data.customers.get_indexer(offers.customer_id))
-        offers = offers[~np.asarray(data.blocked[offers.row.to_numpy(), offers.col.to_numpy()]).ravel()]
+        if len(offers):  # SciPy returns a sparse matrix, not an array, for an empty index
+            offers = offers[~np.asarray(data.blocked[offers.row.to_numpy(), offers.col.to_numpy()]).ravel()]
         offers = offers.sort_values(["customer_id", "buyers", "product_id"], ascending=[True, False, True])
         offers = offers.groupby("customer_id").head(k)
 
