@@ -402,3 +402,16 @@ def test_parquet_and_csv_give_the_same_lines(tmp_path):
     pd.testing.assert_frame_equal(from_parquet.lines.order_by("order_id").to_pandas()[columns],
                                   from_csv.lines.order_by("order_id").to_pandas()[columns])
     assert from_parquet.stats["duplicates_dropped"] == from_csv.stats["duplicates_dropped"] == 1
+
+
+def test_parquet_out_of_memory_names_the_memory_limit(tmp_path):
+    from revopt.scalegen import write_scale_log
+    from revopt.workspace import open_workspace
+
+    write_scale_log(tmp_path / "log", n_customers=500, seed=1)
+    con = open_workspace(tmp_path / "ws", memory_limit="100KB")
+    with pytest.raises(ConfigError) as caught:
+        load_orders(tmp_path / "log" / "orders", con=con, staging_dir=tmp_path / "ws" / "staging", tz="Asia/Shanghai")
+    assert caught.value.message_id == "errors.out_of_memory"
+    assert "--memory-limit" in caught.value.localized("en")
+    assert "--memory-limit" in caught.value.localized("zh-CN")

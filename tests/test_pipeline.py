@@ -302,3 +302,28 @@ def test_one_time_buyer_warning_suggests_auto_only_when_auto_was_not_used(auto):
     # Auto is suggested as a remedy only when it was not what chose BG/NBD.
     assert ("or --model auto" in english) == (not auto) and ("或 --model auto" in chinese) == (not auto)
     assert ("--model auto chose" in english) == auto
+
+
+def test_customer_files_hold_text_and_dates_whatever_pandas_holds(tmp_path):
+    import pyarrow.parquet as pq
+
+    from revopt.pipeline import ARROW_DATE, _write_customer_files
+
+    customers = pd.DataFrame({
+        "customer_id": ["a", "b"],
+        "segment": pd.Categorical(["champions", "lost"]),
+        "customer_name": pd.Series([None, None], dtype=object),  # an export without names
+        "next_purchase_date": pd.Series([dt.date(2024, 1, 2), None], dtype=ARROW_DATE),
+        "replenish_due_date": pd.to_datetime(["2024-03-05 00:00", "2024-03-06 12:00"]),
+    })
+    _write_customer_files(tmp_path, customers)
+    schema = pq.read_schema(tmp_path / "customers.parquet")
+    assert str(schema.field("segment").type) in ("string", "large_string")
+    assert str(schema.field("customer_name").type) in ("string", "large_string")
+    assert str(schema.field("next_purchase_date").type) == "date32[day]"
+    assert str(schema.field("replenish_due_date").type) == "date32[day]"
+    assert schema.metadata is None or b"pandas" not in schema.metadata
+    text = (tmp_path / "customers.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert text[0] == '"customer_id","segment","customer_name","next_purchase_date","replenish_due_date"'
+    assert text[1] == '"a","champions",,2024-01-02,2024-03-05'
+    assert text[2] == '"b","lost",,,2024-03-06'

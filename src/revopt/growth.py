@@ -23,6 +23,7 @@ import logging
 import math
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,8 +160,10 @@ def _churn(lines, purchases, observation_end: dt.date, settings: GrowthSettings)
             warnings.simplefilter("always")
             model = fit_churn(lines, purchases, ChurnSettings(horizon_days=settings.churn_days),
                               end=observation_end)
-        for warning in caught:
-            log.info("event=churn_feature_warning message=%s", warning.message)
+        # A library warning raised once per fold or tree (pandas' infer_string notice) is logged once, with its count.
+        repeats = Counter(str(warning.message) for warning in caught)
+        for text, count in repeats.items():
+            log.info("event=churn_feature_warning count=%d message=%s", count, text)
     except (InputError, FitError) as error:
         log.info("event=churn_skipped reason=%s", error)
         _warn_skipped("churn", error)

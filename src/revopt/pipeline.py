@@ -638,20 +638,32 @@ def _write_customer_files(folder: Path, customers: pd.DataFrame) -> None:
     Arrow's writers stream each chunk in C++, so a file of millions of customers is fast and needs
     no second full copy of the table in memory.
     """
-    schema = pa.Schema.from_pandas(customers, preserve_index=False)
-    # Categorical columns are written as text and pandas' own metadata is left out, so the files do
-    # not depend on how pandas held the columns (categories, Arrow dates).
-    schema = pa.schema([field.with_type(field.type.value_type) if pa.types.is_dictionary(field.type) else field
-                        for field in schema])
+    # pandas' own metadata is left out, so the files do not depend on how pandas held the columns.
+    schema = pa.schema([_file_field(field) for field in pa.Schema.from_pandas(customers, preserve_index=False)])
     with pq.ParquetWriter(folder / "customers.parquet", schema) as parquet, \
             open(folder / "customers.csv", "wb") as sink:
         sink.write(codecs.BOM_UTF8)
         with pacsv.CSVWriter(sink, schema) as csv_writer:
             for start in range(0, max(len(customers), 1), WRITE_CHUNK_ROWS):
                 chunk = pa.Table.from_pandas(customers.iloc[start:start + WRITE_CHUNK_ROWS],
-                                             preserve_index=False).cast(schema)
+                                             preserve_index=False).cast(schema, safe=False)
                 parquet.write_table(chunk)
                 csv_writer.write_table(chunk)
+
+
+def _file_field(field: pa.Field) -> pa.Field:
+    """Return the type a customer column has in the files: categories as text, day columns as dates.
+
+    A column without any value (no names in the export) is text, and a ``*_date`` timestamp (a
+    replenishment due date) is cut to its day, like the other date columns.
+    """
+    if pa.types.is_dictionary(field.type):
+        return field.with_type(field.type.value_type)
+    if pa.types.is_null(field.type):
+        return field.with_type(pa.string())
+    if field.name.endswith("_date") and pa.types.is_timestamp(field.type):
+        return field.with_type(pa.date32())
+    return field
 
 
 def _write_rejected(path: Path, rejected, language: str) -> None:

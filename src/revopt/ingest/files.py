@@ -304,8 +304,10 @@ def _stage_parquet(con, path: Path, table: str) -> StagedFile:
         staged = con.table(table)
         rows = int(staged.count().execute())
     except Exception as error:  # DuckDB raises its own error classes for a damaged or foreign file
-        raise InputError(message_id="errors.unreadable_table", path=path,
-                         detail=str(error).strip().splitlines()[0]) from error
+        first_line = str(error).strip().splitlines()[0]
+        if "Out of Memory" in first_line:
+            raise ConfigError(message_id="errors.out_of_memory", path=path, detail=first_line) from error
+        raise InputError(message_id="errors.unreadable_table", path=path, detail=first_line) from error
     if rows == 0:
         raise InputError(message_id="errors.header_only", path=path)
     headers = [name for name in staged.columns if name != "source_row"]
