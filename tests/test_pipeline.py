@@ -327,3 +327,11 @@ def test_customer_files_hold_text_and_dates_whatever_pandas_holds(tmp_path):
     assert text[0] == '"customer_id","segment","customer_name","next_purchase_date","replenish_due_date"'
     assert text[1] == '"a","champions",,2024-01-02,2024-03-05'
     assert text[2] == '"b","lost",,,2024-03-06'
+
+
+def test_model_comparison_says_when_there_was_no_holdout(demo_run, cdnow_sample):
+    without = (demo_run[1].out_dir / "report.html").read_text(encoding="utf-8")
+    with_holdout = (cdnow_sample.out_dir / "report.html").read_text(encoding="utf-8")
+    assert "未做留出验证" in without
+    assert "no holdout" not in with_holdout
+    assert "未做留出验证" not in with_holdout

@@ -947,6 +947,8 @@ def _model_choice(data: ReportData, formats: _Formats) -> dict[str, Any]:
     selection = data.model.get("selection") or {}
     reason = selection.get("reason_zh" if data.language == "zh-CN" else "reason")
     comparison = []
+    # Without --calibration-end there is no holdout period, which "undefined" would misstate.
+    no_holdout = None if data.model.get("holdout") else formats.translate("report.model.no_holdout")
     for row in selection.get("comparison") or []:
         title_id = _MODEL_TITLE_IDS.get(row.get("name"))
         comparison.append({
@@ -956,7 +958,7 @@ def _model_choice(data: ReportData, formats: _Formats) -> dict[str, Any]:
             "log_likelihood": formats.number(row.get("log_likelihood")),
             "aic": formats.number(row.get("aic")),
             "bic": formats.number(row.get("bic")),
-            "holdout_mae": formats.significant(row.get("holdout_mae")),
+            "holdout_mae": no_holdout or formats.significant(row.get("holdout_mae")),
         })
     expectations = [
         {
