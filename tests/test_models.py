@@ -196,8 +196,8 @@ def test_conditional_expected_purchases_matches_quadrature_for_heavy_buyers(freq
 
 
 @pytest.mark.parametrize("model_class", [BetaGeoModel, ModifiedBetaGeoModel], ids=["bg_nbd", "mbg_nbd"])
-def test_expected_purchases_per_distinct_frequency_and_age_equal_row_by_row(cdnow, model_class):
-    # A scalar t or a column of t is evaluated once per distinct (x, T); t with one value per
+def test_expected_purchases_by_pair_match_rows(cdnow, model_class):
+    # A scalar t or a column of t is evaluated once per distinct (x, T). A t with one value per
     # customer takes the row-by-row path, so the two must agree on every CDNOW customer.
     model = model_class().fit(*cdnow)
     per_row = np.full(cdnow[0].size, 39.0)
