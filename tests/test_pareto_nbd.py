@@ -188,8 +188,11 @@ def test_agrees_with_lifetimes_on_cdnow_sample(cdnow, cdnow_model):
     theirs = import_lifetimes().ParetoNBDFitter().fit(x, t_x, T)
     their_params = [theirs.params_[name] for name in NAMES]
 
+    # lifetimes' own estimate of r varies between runs (0.55327 to 0.55427 in five fits of the same
+    # data), while revopt's is the same every run, so the peer is compared at 5e-3. The published
+    # estimates and log-likelihood are checked above.
     for name, value in zip(NAMES, their_params):
-        assert cdnow_model.params_[name] == pytest.approx(value, rel=1e-3), name
+        assert cdnow_model.params_[name] == pytest.approx(value, rel=5e-3), name
     assert cdnow_model.log_likelihood_ >= fitted(their_params).log_likelihood(x, t_x, T).sum() - 1e-6
 
     # The formulas, compared at lifetimes' estimates so that only the formulas differ.
