@@ -269,7 +269,7 @@ class _Chunk:
 
 
 def _customer_chunks(customer_ids: pd.Series, size: int) -> tuple[np.ndarray, list[_Chunk]]:
-    """Split the customers into chunks of ``size`` in customer_id order; return that order and the chunks."""
+    """Split the customers into chunks of ``size`` in customer_id order, and return that order and the chunks."""
     count = len(customer_ids)
     if customer_ids.is_monotonic_increasing:
         order = np.arange(count)
@@ -367,7 +367,7 @@ class _ChunkedGrowth:
 
     def _columns(self, parts: list[dict], order: np.ndarray, present: set[str]) -> pd.DataFrame:
         """Join the chunks' values into the per-customer columns, in the order of the scored customers."""
-        # Chunks come in customer_id order; ``inverse`` puts the rows back in the order of ``customers``.
+        # Chunks come in customer_id order, and ``inverse`` puts the rows back in the order of ``customers``.
         inverse = None
         if not np.array_equal(order, np.arange(len(order))):
             inverse = np.empty_like(order)
