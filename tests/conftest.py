@@ -18,6 +18,18 @@ def dataset(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def online_retail_lines(tmp_path_factory):
+    """The clean order lines of Online Retail, loaded once per test session (an Ibis table on DuckDB)."""
+    import ibis
+
+    from revopt.ingest import load_orders
+
+    path = dataset("online_retail", "online_retail.csv.gz")
+    tables, _, _ = load_orders(path, con=ibis.duckdb.connect(), staging_dir=tmp_path_factory.mktemp("staging"))
+    return tables.lines
+
+
+@pytest.fixture(scope="session")
 def spark_session(tmp_path_factory):
     """One local PySpark session for every Spark test, stopped at the end; skips without PySpark or Java."""
     import shutil

@@ -547,12 +547,8 @@ def test_choose_needs_a_method_to_beat_popularity():
 
 
 @pytest.fixture(scope="module")
-def online_retail(tmp_path_factory):
-    from revopt.ingest import load_orders
-
-    path = dataset("online_retail", "online_retail.csv.gz")
-    tables, _, _ = load_orders(path, con=ibis.duckdb.connect(), staging_dir=tmp_path_factory.mktemp("staging"))
-    return tables.lines
+def online_retail(online_retail_lines):
+    return online_retail_lines
 
 
 @pytest.fixture(scope="module")

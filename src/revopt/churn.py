@@ -43,6 +43,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from revopt.errors import ConfigError, InputError, check_range
 from revopt.i18n import message
+from revopt.sampling import customer_sample
 from revopt.models.bgnbd import BetaGeoModel
 from revopt.summary import MIN_SPEND, customer_summary, to_date
 from revopt.timeunits import DAYS_PER_UNIT
@@ -868,11 +869,6 @@ def fit_churn(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSettings 
     return ChurnModel(settings, evaluation, _fit_classifier(final_rows, settings), end)
 
 
-# Hex digits of the MD5 of the customer id that place a customer in the training sample: 16^5
-# buckets, and MD5 is the same on every engine, so DuckDB and Spark train on the same customers.
-_SAMPLE_DIGITS = 5
-
-
 def _customer_bucket(customer_id: ibis.StringValue, buckets: int) -> ibis.IntegerValue:
     """Return a bucket in [0, buckets) from a hash of the id, the same for one id on one engine."""
     return ((customer_id.hash() % buckets) + buckets) % buckets
@@ -881,16 +877,11 @@ def _customer_bucket(customer_id: ibis.StringValue, buckets: int) -> ibis.Intege
 def _training_sample(lines: ibis.Table, purchases: ibis.Table, settings: ChurnSettings):
     """Return lines and purchases of a fixed sample of about ``max_training_customers`` customers, and its share."""
     customers = int(purchases.customer_id.nunique().execute())
-    if customers <= settings.max_training_customers:
+    sample = customer_sample(customers, settings.max_training_customers)
+    if not sample.sampled:
         return lines, purchases, 1.0
-    buckets = 16 ** _SAMPLE_DIGITS
-    kept = math.ceil(settings.max_training_customers / customers * buckets)
-    # Fixed-width lower-case hex compares as text in the order of its numbers.
-    below = format(kept, f"0{_SAMPLE_DIGITS}x")
-    log.info("event=churn_training_sample customers=%d share=%.4f", customers, kept / buckets)
-    sample = [table.filter(table.customer_id.hexdigest("md5").substr(0, _SAMPLE_DIGITS) < below)
-              for table in (lines, purchases)]
-    return sample[0], sample[1], kept / buckets
+    log.info("event=churn_training_sample customers=%d share=%.4f", customers, sample.share)
+    return sample.apply(lines), sample.apply(purchases), sample.share
 
 
 def _pooled_rows(lines: ibis.Table, purchases: ibis.Table, latest: dt.date, *, first: dt.date,

@@ -232,7 +232,8 @@ def _recommendations(lines: ibis.Table, observation_end: dt.date, settings: Grow
         return None
     evaluation = None if model.evaluation is None else model.evaluation.reset_index().to_dict(orient="records")
     summary = {"method": model.method, "k": settings.top_k, "split_date": model.split_date,
-               "as_of": model.as_of, "evaluation": evaluation, "stats": model.stats}
+               "as_of": model.as_of, "evaluation": evaluation,
+               "evaluation_sample_share": model.evaluation_sample_share, "stats": model.stats}
     return model, summary
 
 

@@ -32,7 +32,14 @@ from revopt.recommend.baskets import (
     prepare_training,
     purchase_lines,
 )
-from revopt.recommend.evaluate import DEFAULT_METHODS, SELECTION_METRIC, Evaluation, choose, evaluate
+from revopt.recommend.evaluate import (
+    DEFAULT_METHODS,
+    MAX_EVALUATION_CUSTOMERS,
+    SELECTION_METRIC,
+    Evaluation,
+    choose,
+    evaluate,
+)
 from revopt.recommend.methods import (
     METHODS,
     CoOccurrence,
@@ -59,6 +66,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "ITEM_TABLE_COLUMNS",
     "METHODS",
+    "MAX_EVALUATION_CUSTOMERS",
     "NON_PRODUCT_PATTERNS",
     "SELECTION_METRIC",
     "AssociationRules",

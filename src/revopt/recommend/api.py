@@ -19,7 +19,7 @@ import pandas as pd
 from revopt.errors import ConfigError, InputError, check_range
 from revopt.i18n import message
 from revopt.recommend.baskets import RecommendSettings, TrainingData, prepare_training, with_optional_columns
-from revopt.recommend.evaluate import DEFAULT_METHODS, choose, evaluate
+from revopt.recommend.evaluate import DEFAULT_METHODS, MAX_EVALUATION_CUSTOMERS, choose, evaluate
 from revopt.recommend.methods import (
     METHODS,
     CoOccurrence,
@@ -114,6 +114,9 @@ class RecommendationModel:
         First day of the evaluation's test window.
     stats : dict
         As in :class:`RecommendationResult`.
+    evaluation_sample_share : float or None
+        Share of the test-window customers the evaluation scored (see
+        :attr:`~revopt.recommend.evaluate.Evaluation.sample_share`); None when no evaluation ran.
     """
 
     method: str
@@ -126,6 +129,7 @@ class RecommendationModel:
     evaluation: pd.DataFrame | None
     split_date: dt.date | None
     stats: dict = field(default_factory=dict)
+    evaluation_sample_share: float | None = None
 
     @property
     def as_of(self) -> dt.date:
@@ -181,6 +185,7 @@ def recommend(
     candidates: Sequence[str | Recommender] = DEFAULT_METHODS,
     settings: RecommendSettings | None = None,
     exclude: Mapping[str, Sequence[str]] | None = None,
+    max_customers: int | None = MAX_EVALUATION_CUSTOMERS,
 ) -> RecommendationResult:
     """Recommend ``k`` products to every customer, choosing the method on a time split when asked.
 
@@ -192,7 +197,8 @@ def recommend(
     RecommendationResult
     """
     return fit_recommendations(lines, k=k, method=method, as_of=as_of, split_date=split_date, test_days=test_days,
-                               candidates=candidates, settings=settings, exclude=exclude).recommend()
+                               candidates=candidates, settings=settings, exclude=exclude,
+                               max_customers=max_customers).recommend()
 
 
 def fit_recommendations(
@@ -206,6 +212,7 @@ def fit_recommendations(
     candidates: Sequence[str | Recommender] = DEFAULT_METHODS,
     settings: RecommendSettings | None = None,
     exclude: Mapping[str, Sequence[str]] | None = None,
+    max_customers: int | None = MAX_EVALUATION_CUSTOMERS,
 ) -> RecommendationModel:
     """Choose the method on a time split when asked, and fit it, upsell and replenishment once.
 
@@ -233,6 +240,10 @@ def fit_recommendations(
         Data rules (windows, basket definition, rule thresholds).
     exclude : mapping of str to sequence of str, optional
         Extra non-product patterns by column, added to ``NON_PRODUCT_PATTERNS``.
+    max_customers : int or None, default MAX_EVALUATION_CUSTOMERS (100,000)
+        Maximum number of test-window customers the evaluation scores. When more qualify, it
+        scores a fixed sample of about this many, chosen by the MD5 of the customer id. The
+        methods are still fitted on every training customer. None scores them all.
 
     Returns
     -------
@@ -241,13 +252,16 @@ def fit_recommendations(
     Raises
     ------
     ConfigError
-        For an unknown method or a split date outside the data.
+        For an unknown method, a split date outside the data, or ``k``, ``test_days`` or
+        ``max_customers`` below 1.
     InputError
         If required columns are missing, if no customer bought a product before the as-of or
         split date, or if no training customer bought a product in the test window.
     """
     check_range("k", k, low=1)
     check_range("test_days", test_days, low=1)
+    if max_customers is not None:
+        check_range("max_customers", max_customers, low=1)
     if isinstance(method, str) and method != AUTO and method not in METHODS:
         raise ConfigError(message_id="recommend.error.unknown_option", name="method", value=repr(method),
                           choices=", ".join((AUTO, *METHODS)))
@@ -257,6 +271,7 @@ def fit_recommendations(
     as_of = as_of or last_day + dt.timedelta(days=1)
 
     evaluation = None
+    sample_share = None
     chosen = method if isinstance(method, str) else method.name
     if method == AUTO or split_date is not None:
         split_date = split_date or as_of - dt.timedelta(days=test_days)
@@ -265,8 +280,9 @@ def fit_recommendations(
                               first=first_day.isoformat(), as_of=as_of.isoformat())
         window = min(test_days, (as_of - split_date).days)
         compared = candidates if method == AUTO else [method]
-        evaluation = evaluate(lines, split_date=split_date, test_days=window, k_values=sorted({5, 10, k}),
-                              methods=compared, settings=settings, exclude=exclude).table
+        scored = evaluate(lines, split_date=split_date, test_days=window, k_values=sorted({5, 10, k}),
+                          methods=compared, settings=settings, exclude=exclude, max_customers=max_customers)
+        evaluation, sample_share = scored.table, scored.sample_share
         if method == AUTO:
             chosen = choose(evaluation)
         logger.info("event=method_chosen method=%s split_date=%s", chosen, split_date)
@@ -283,7 +299,7 @@ def fit_recommendations(
     return RecommendationModel(
         method=chosen, k=k, data=data, recommender=model, fallback=Popularity().fit(data),
         upsell=upsell.fit(data) if upsell.is_applicable(data) else None, replenishment=Replenishment().fit(data),
-        evaluation=evaluation, split_date=split_date, stats=stats,
+        evaluation=evaluation, split_date=split_date, stats=stats, evaluation_sample_share=sample_share,
     )
 
 

@@ -213,8 +213,8 @@ class ReportData:
         expected by the model). None when no holdout is set.
 
     The growth sections read ``model["churn"]`` (:meth:`revopt.churn.ChurnEvaluation.to_dict`
-    plus ``horizon_days``), ``model["recommendations"]`` (``method``, ``split_date`` and
-    ``evaluation``, a list of per-method metric records) and ``model["actions"]`` (``by_action``
+    plus ``horizon_days``), ``model["recommendations"]`` (``method``, ``split_date``,
+    ``evaluation``, a list of per-method metric records, and ``evaluation_sample_share``) and ``model["actions"]`` (``by_action``
     and ``by_segment`` records of customers and expected value). Each may be None or absent, and
     the section then explains why it is empty. ``customers`` may carry ``next_best_action`` and
     ``message_zh``/``message_en`` for the sample messages.
@@ -1088,6 +1088,9 @@ def _recommendations(data: ReportData, formats: _Formats) -> dict[str, Any] | No
     caption = formats.translate("report.recommendations.caption", method=chosen, k=summary.get("k"),
                                 split_date=formats.date(summary.get("split_date")),
                                 as_of=formats.date(summary.get("as_of")))
+    share = summary.get("evaluation_sample_share")
+    if share is not None and share < 1.0:
+        caption += " " + formats.translate("report.recommendations.sampled", share=formats.percent(share))
     return {"caption": caption, "metrics": _RECOMMENDATION_METRICS, "rows": rows}
 
 
