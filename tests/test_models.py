@@ -27,6 +27,7 @@ from revopt.errors import (
     NotFittedError,
 )
 from revopt.models import BetaGeoModel, GammaGammaModel, compress, customer_lifetime_value
+from revopt.models import clv as clv_module
 from revopt.models.mbgnbd import ModifiedBetaGeoModel
 from revopt.models import _fitting, bgnbd, clv, gamma_gamma
 
@@ -359,6 +360,14 @@ def test_clv_without_discounting_is_spend_times_expected_purchases(cdnow, cdnow_
     np.testing.assert_allclose(value, 15.0 * cdnow_model.expected_purchases(52, x, t_x, T), rtol=1e-10)
     discounted = customer_lifetime_value(cdnow_model, 30.0, x, t_x, T, horizon=52, discount_rate=0.2, margin=0.5, time_unit="week")
     assert np.all(discounted < value)
+
+
+def test_clv_in_blocks_of_histories_equals_one_block(cdnow, cdnow_model, monkeypatch):
+    x, t_x, T = cdnow
+    whole = customer_lifetime_value(cdnow_model, 30.0, x, t_x, T, horizon=52, discount_rate=0.1, time_unit="week")
+    monkeypatch.setattr(clv_module, "HISTORIES_PER_BLOCK", 97)  # many blocks, the last one partial
+    blocks = customer_lifetime_value(cdnow_model, 30.0, x, t_x, T, horizon=52, discount_rate=0.1, time_unit="week")
+    np.testing.assert_allclose(blocks, whole, rtol=1e-12, atol=0.0)
 
 
 def test_clv_undiscounted_ignores_time_unit(cdnow, cdnow_model):

@@ -35,6 +35,10 @@ class PurchaseModel(Protocol):
     def expected_purchases(self, t, frequency, recency, T) -> np.ndarray: ...
 
 
+# Distinct histories evaluated at once; with 52 steps each block's arrays are about 27 MB.
+HISTORIES_PER_BLOCK = 65_536
+
+
 def _step_ends(horizon: float) -> np.ndarray:
     """Return the end of each one-unit step in (0, horizon]. The last step ends at the horizon itself."""
     ends = np.arange(1.0, np.ceil(horizon) + 1.0)
@@ -122,11 +126,19 @@ def customer_lifetime_value(
     # Expected purchases depend on (x, t_x, T) only, so evaluate them once per distinct history.
     histories, inverse = unique_rows(data["frequency"], data["recency"], data["T"])
     ends = _step_ends(float(horizon))
-    cumulative = purchase_model.expected_purchases(ends[:, None], *histories)  # (steps, histories)
-    increments = np.diff(cumulative, axis=0, prepend=0.0)
     discount = (1.0 + discount_rate) ** -(ends * years_per_unit)  # each step discounted from its end
-    discounted = weighted_sum(increments.T, discount)[inverse]
-    total = cumulative[-1][inverse]
+    discounted = np.empty(histories[0].size)
+    total = np.empty(histories[0].size)
+    # A block of histories at a time: one step per week of a year is 52 values per history, and
+    # the model's intermediate arrays have that shape too.
+    for start in range(0, histories[0].size, HISTORIES_PER_BLOCK):
+        block = slice(start, start + HISTORIES_PER_BLOCK)
+        cumulative = purchase_model.expected_purchases(ends[:, None], *(column[block] for column in histories))
+        increments = np.diff(cumulative, axis=0, prepend=0.0)  # (steps, histories in the block)
+        discounted[block] = weighted_sum(increments.T, discount)
+        total[block] = cumulative[-1]
+    discounted = discounted[inverse]
+    total = total[inverse]
 
     value = margin * spend * discounted
     return np.where(total == 0.0, 0.0, value)
