@@ -39,7 +39,6 @@ from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError,
 from revopt.i18n import detect_language
 from revopt.ingest import load_orders
 from revopt.holdout import holdout_report, holdout_validation, tracking_series
-from revopt.growth import GrowthSettings, grow_customers
 from revopt.kpis import compute_kpis
 from revopt.store import stored_tables
 from revopt import diagnostics
@@ -272,6 +271,10 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
         )
         growth = None
         if settings.growth:
+            # Imported here: the growth step loads scikit-learn and LightGBM (about 60 MiB), which
+            # a run without it does not need.
+            from revopt.growth import GrowthSettings, grow_customers
+
             growth = grow_customers(
                 lines, purchases, customers, observation_end=observation_end, step=step, clv_margin=settings.margin,
                 settings=GrowthSettings(churn_days=settings.churn_days, top_k=settings.top_k,
@@ -320,7 +323,8 @@ def _fit_and_score(purchases, lines, settings: AnalysisSettings, language: str, 
                    observation_end, holdout: bool):
     """Fit the models on the calibration period, choose the purchase model, score and validate."""
     with step("fit"):
-        calibration = customer_summary(purchases, calibration_end=calibration_end, time_unit=settings.time_unit)
+        # Computed once: the fits, the checks and (without a holdout) the scoring all read it.
+        calibration = customer_summary(purchases, calibration_end=calibration_end, time_unit=settings.time_unit).cache()
         if calibration.frequency.max().execute() < 1:
             if settings.calibration_end is None:
                 raise InputError(message_id="errors.no_repeat_purchases_at_all", first=first_date,
@@ -347,7 +351,8 @@ def _fit_and_score(purchases, lines, settings: AnalysisSettings, language: str, 
 
     with step("score"):
         customers = _score_customers(
-            purchases, lines, purchase_model, gamma_gamma, observation_end=observation_end, settings=settings
+            purchases, lines, purchase_model, gamma_gamma, observation_end=observation_end, settings=settings,
+            history=None if holdout else calibration,
         )
         _check_finite(customers, purchase_model, gamma_gamma)
         _warn_no_dropout(customers, selection.chosen)
@@ -408,12 +413,16 @@ def _fit_spend(calibration: ibis.Table):
 
 
 def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observation_end: dt.date,
-                     settings: AnalysisSettings):
-    """Score every customer on their whole history: predictions per distinct (x, t_x, T), joined back in the engine."""
+                     settings: AnalysisSettings, history: ibis.Table | None = None):
+    """Score every customer on their whole history: predictions per distinct (x, t_x, T), joined back in the engine.
+
+    ``history`` is the customer summary up to ``observation_end`` when the caller has it already.
+    """
     unit = settings.time_unit
     days = DAYS_PER_UNIT[unit]
     horizon = parse_horizon(settings.horizon, unit)
-    history = customer_summary(purchases, calibration_end=observation_end, time_unit=unit)
+    if history is None:
+        history = customer_summary(purchases, calibration_end=observation_end, time_unit=unit).cache()
     keys = compressed_statistics(history).to_pandas()
     x = keys.frequency.to_numpy(float)
     t_x = keys.recency_days.to_numpy(float) / days
@@ -466,7 +475,9 @@ def _score_customers(purchases, lines, purchase_model, gamma_gamma, *, observati
         waits = pd.to_timedelta(customers.pop(days_column), unit="D")
         # Arrow dates take 4 bytes a customer, where datetime.date objects take about 30.
         customers[date_column] = (pd.Timestamp(observation_end) + waits).dt.ceil("D").astype(ARROW_DATE)
-    customers["recency_days_since_last"] = (pd.Timestamp(observation_end) - pd.to_datetime(customers.last_purchase)).dt.days
+    # Day numbers straight from the Arrow dates; pandas would convert them to timestamps one by one.
+    last_day = pa.array(customers.last_purchase).cast(pa.int32()).to_numpy()
+    customers["recency_days_since_last"] = (observation_end - dt.date(1970, 1, 1)).days - last_day.astype(np.int64)
     return customers
 
 
