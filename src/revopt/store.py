@@ -20,7 +20,7 @@ from pathlib import Path
 import ibis
 
 from revopt.errors import InputError
-from revopt.ingest import CleanTables, daily_purchases, load_orders
+from revopt.ingest import CleanTables, count_lines, daily_purchases, load_orders
 from revopt.workspace import DEFAULT_MEMORY_LIMIT, open_workspace
 
 __all__ = ["LoadReport", "STORE_TABLES", "add_orders", "stored_tables"]
@@ -158,31 +158,20 @@ def stored_tables(con, workspace: Path) -> CleanTables:
     purchases = con.table(STORE_TABLES["purchases"])
     rejected = con.table(STORE_TABLES["rejected"]).drop("loaded_at")
     loads = con.table(STORE_TABLES["loads"]).to_pandas()
-    counts = lines.aggregate(
-        rows_kept=lines.count(), return_rows=lines.is_return.sum(),
-        rows_without_customer_id=lines.customer_id.isnull().sum(),
-        revenue_without_customer_id=lines.amount.sum(where=lines.customer_id.isnull()),
-        customer_orders=lines.order_id.nunique(where=lines.customer_id.notnull() & ~lines.is_return),
-    ).to_pandas().iloc[0]
-    merged = purchases.aggregate(n=purchases.count(), orders=purchases.orders.sum()).to_pandas().iloc[0]
     reasons = rejected.group_by("reason").aggregate(n=rejected.count()).to_pandas()
     by_reason = {reason: int(n) for reason, n in zip(reasons.reason, reasons.n)}
     rows_rejected = int(sum(by_reason.values()))
     skipped = int(loads.lines_skipped.sum())
+    counts = count_lines(lines, purchases)
     stats = {
         # The stored rows: a file loaded twice counts once, so read = kept + rejected as in a run on one file.
-        "rows_read": int(counts.rows_kept) + rows_rejected,
+        "rows_read": counts["rows_kept"] + rows_rejected,
         "rows_loaded": int(loads.rows_read.sum()),
-        "rows_kept": int(counts.rows_kept),
         "rows_rejected": rows_rejected,
         "rejected_by_reason": by_reason,
         "duplicates_dropped": by_reason.get("duplicate", 0),
         "cancelled_rows": by_reason.get("cancelled_status", 0),
-        "return_rows": int(counts.return_rows or 0),
-        "rows_without_customer_id": int(counts.rows_without_customer_id or 0),
-        "revenue_without_customer_id": float(counts.revenue_without_customer_id or 0.0),
-        "purchases": int(merged.n),
-        "purchases_merged": int((merged.orders or 0) - merged.n),
+        **counts,
         "lines_skipped_as_loaded": skipped,
         "files": [name for files in loads.files for name in files.split(", ")],
         "loads": len(loads),

@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from revopt.errors import ColumnMappingError
-from revopt.ingest.clean import CANCELLED_STATUSES, DUPLICATE_MODES, CleanTables, build_raw, clean_orders, daily_purchases
+from revopt.ingest.clean import (CANCELLED_STATUSES, DUPLICATE_MODES, CleanTables, build_raw, clean_orders, count_lines,
+                                 daily_purchases)
 from revopt.ingest.columns import FIELDS, ColumnMapping, parse_map_options, resolve_columns
 from revopt.ingest.files import StagedFile, discover_files, merge_parquet_views, stage_file
 
@@ -22,6 +23,7 @@ __all__ = [
     "CleanTables",
     "ColumnMapping",
     "StagedFile",
+    "count_lines",
     "daily_purchases",
     "discover_files",
     "load_orders",

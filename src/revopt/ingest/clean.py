@@ -29,7 +29,7 @@ from revopt.ingest.columns import ColumnMapping
 from revopt.ingest.files import StagedFile
 from revopt.ingest.parsing import DateFamily, detect_date_family, parse_number, parse_timestamp, to_local_time
 
-__all__ = ["CANCELLED_STATUSES", "DUPLICATE_MODES", "CleanTables", "build_raw", "clean_orders"]
+__all__ = ["CANCELLED_STATUSES", "DUPLICATE_MODES", "CleanTables", "build_raw", "clean_orders", "count_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def clean_orders(
     purchases = daily_purchases(lines)
     purchases = con.create_table(f"{table_prefix}purchases", purchases, overwrite=True)
 
-    stats.update(_count_lines(lines, purchases))
+    stats.update(count_lines(lines, purchases))
     stats["identical_rows_kept"] = 0 if drop_duplicates else stats.pop("identical_rows")
     stats.pop("identical_rows", None)
     return CleanTables(lines=lines, purchases=purchases, rejected=rejected, stats=stats,
@@ -350,13 +350,13 @@ def _count(lines: ibis.Table, failed: ibis.Table, identical: ibis.Table) -> dict
     return stats
 
 
-def _count_lines(lines: ibis.Table, purchases: ibis.Table) -> dict:
+def count_lines(lines: ibis.Table, purchases: ibis.Table) -> dict:
+    """Counts of the ingest summary that the clean lines and purchases hold: kept, return and guest rows, merged purchases."""
     line_row = lines.aggregate(
         rows_kept=lines.count(),
         return_rows=lines.is_return.sum(),
         rows_without_customer_id=lines.customer_id.isnull().sum(),
         revenue_without_customer_id=lines.amount.sum(where=lines.customer_id.isnull()),
-        customer_orders=lines.order_id.nunique(where=lines.customer_id.notnull() & ~lines.is_return),
     ).to_pandas().iloc[0]
     purchase_row = purchases.aggregate(n=purchases.count(), orders=purchases.orders.sum()).to_pandas().iloc[0]
     return {
