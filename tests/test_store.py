@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import ibis
 import pandas as pd
 import pytest
 
@@ -11,7 +12,9 @@ from revopt.cli import EXIT_INPUT_ERROR, main
 from revopt.demo import DemoParameters, generate_shop, write_export
 from revopt.errors import ConfigError, DataQualityWarning, InputError
 from revopt.pipeline import AnalysisSettings, analyze
-from revopt.store import add_orders
+from revopt.ingest import daily_purchases, load_orders
+from revopt.store import STORE_TABLES, add_orders
+from revopt.workspace import DATABASE_NAME
 
 SPLIT_DAY = "2025-07-01"
 
@@ -65,6 +68,48 @@ def test_analyze_workspace_matches_one_file(daily_files, tmp_path):
     assert stored.ingest["rows_read"] == single.ingest["rows_read"]
     assert stored.ingest["rows_loaded"] > stored.ingest["rows_read"]  # the late file was loaded twice
     assert stored.ingest["lines_skipped_as_loaded"] > 0
+
+
+def stored_purchases(workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored purchases, and the purchases recomputed from all stored lines, both sorted."""
+    con = ibis.duckdb.connect(str(workspace / DATABASE_NAME))
+    order = ["customer_id", "order_date"]
+    stored = con.table(STORE_TABLES["purchases"]).to_pandas().sort_values(order, ignore_index=True)
+    rebuilt = daily_purchases(con.table(STORE_TABLES["lines"])).to_pandas().sort_values(order, ignore_index=True)
+    con.disconnect()
+    return stored, rebuilt
+
+
+def test_files_sharing_days_update_those_purchases(daily_files, tmp_path):
+    whole, _, _, _ = daily_files
+    orders = pd.read_csv(whole, encoding="gbk", dtype=str)
+    # Split by order, not by day: both files hold lines of the same customers on the same days.
+    odd = orders["订单编号"].str[-1].isin(list("13579"))
+    for name, part in (("odd", orders[odd]), ("even", orders[~odd])):
+        part.to_csv(tmp_path / f"{name}.csv", index=False, encoding="gbk")
+        add_orders(tmp_path / f"{name}.csv", tmp_path / "ws", tz="Asia/Shanghai")
+    add_orders(tmp_path / "odd.csv", tmp_path / "ws", tz="Asia/Shanghai")
+
+    stored, rebuilt = stored_purchases(tmp_path / "ws")
+    pd.testing.assert_frame_equal(stored, rebuilt)
+    single = load_orders(whole, con=ibis.duckdb.connect(), staging_dir=tmp_path / "staging", tz="Asia/Shanghai")[0]
+    assert len(stored) == single.stats["purchases"]
+    assert stored.orders.sum() == single.purchases.orders.sum().execute()
+
+
+def test_purchase_on_a_day_of_stored_returns_nets_them(tmp_path):
+    header = "order_id,customer_id,date,amount\n"
+    (tmp_path / "first.csv").write_text(header + "R1,alice,2025-03-01,-10\nA1,alice,2025-02-01,30\n", encoding="utf-8")
+    (tmp_path / "second.csv").write_text(header + "A2,alice,2025-03-01,50\nB1,bob,2025-03-01,20\n", encoding="utf-8")
+    add_orders(tmp_path / "first.csv", tmp_path / "ws")
+    first, _ = stored_purchases(tmp_path / "ws")
+    add_orders(tmp_path / "second.csv", tmp_path / "ws")
+    second, rebuilt = stored_purchases(tmp_path / "ws")
+
+    assert first.order_date.astype(str).tolist() == ["2025-02-01"]  # a day of returns only is no purchase
+    assert second.amount.tolist() == [30.0, 40.0, 20.0]  # alice's return counts on the day she buys again
+    assert second.orders.tolist() == [1, 1, 1]
+    pd.testing.assert_frame_equal(second, rebuilt)
 
 
 def test_workspace_errors(tmp_path, capsys):

@@ -2,8 +2,9 @@
 
 ``add_orders`` cleans a new file with the same rules as ``analyze`` (see :mod:`revopt.ingest`) and
 appends its lines to the workspace's stored lines, skipping every line whose order id is already
-stored, so adding the same file twice changes nothing. The stored purchases are rebuilt from the
-stored lines in the engine. ``revopt analyze --workspace W`` without an orders file then runs on
+stored, so adding the same file twice changes nothing. The engine then recomputes the stored
+purchases of the customer days that gained lines, and only those. The first load's clean tables
+become the stored ones. ``revopt analyze --workspace W`` without an orders file then runs on
 everything stored.
 
 NOTE: an order is loaded once. A later file that repeats an order id (a refund booked as a status
@@ -82,16 +83,22 @@ def add_orders(orders: str | Path, workspace: str | Path, *, memory_limit: str =
         new = incoming
     counts = _order_counts(incoming, new)
     if STORE_TABLES["lines"] in names:
+        # The customer days the new lines fall on, kept before the insert makes their orders known.
+        touched = f"{_INCOMING_PREFIX}touched_days"
+        con.create_table(touched, new.filter(new.customer_id.notnull()).select("customer_id", "order_date").distinct())
         con.insert(STORE_TABLES["lines"], new)
+        _update_purchases(con, touched)
         # A rejected row has no order to key on; the same file and row loaded again is the same row.
         seen = con.table(STORE_TABLES["rejected"]).select("source_file", "source_row")
         rejected = tables.rejected.anti_join(seen, ["source_file", "source_row"])
         con.insert(STORE_TABLES["rejected"], rejected.mutate(loaded_at=ibis.literal(_now())))
     else:
-        con.create_table(STORE_TABLES["lines"], new)
+        # The first load's clean lines and purchases become the stored ones as they are, without a copy.
+        # NOTE: ibis 12.0.0's DuckDB backend has no rename_table, so the renames are SQL.
+        for name in ("lines", "purchases"):
+            con.raw_sql(f'ALTER TABLE "{_INCOMING_PREFIX}{name}" RENAME TO "{STORE_TABLES[name]}"')
         con.create_table(STORE_TABLES["rejected"], tables.rejected.mutate(loaded_at=ibis.literal(_now())))
     lines = con.table(STORE_TABLES["lines"])
-    con.create_table(STORE_TABLES["purchases"], daily_purchases(lines), overwrite=True)
     for name in [name for name in _table_names(con) if name.startswith(_INCOMING_PREFIX)]:
         con.drop_table(name)
 
@@ -110,6 +117,21 @@ def add_orders(orders: str | Path, workspace: str | Path, *, memory_limit: str =
              report.lines_added, report.orders_added, report.lines_skipped, report.orders_skipped,
              report.stored_lines)
     return report
+
+
+def _update_purchases(con, touched: str) -> None:
+    """Recompute the stored purchases of the customer days in table ``touched`` from the stored lines; keep the rest.
+
+    A purchase is a customer's day, so only the days that gained lines can change. A day that held
+    only returns has no purchase until a new line lands on it, and then the returns count too.
+    """
+    lines = con.table(STORE_TABLES["lines"])
+    fresh = daily_purchases(lines.semi_join(con.table(touched), ["customer_id", "order_date"]))
+    purchases = STORE_TABLES["purchases"]
+    con.raw_sql(f'DELETE FROM "{purchases}" USING "{touched}" AS touched '
+                f'WHERE "{purchases}".customer_id = touched.customer_id '
+                f'AND "{purchases}".order_date = touched.order_date')
+    con.insert(purchases, fresh)
 
 
 def _table_names(con) -> set[str]:
