@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from revopt.errors import ColumnMappingError, ConfigError, InputError, ParseError
-from revopt.ingest import load_orders, parse_map_options
+from revopt.ingest import CORE_LINE_COLUMNS, load_orders, parse_map_options
 from revopt.ingest.columns import resolve_columns
 from revopt.ingest.parsing import detect_date_family, parse_timestamp
 
@@ -223,6 +223,25 @@ def test_online_retail_counts_match_source(tmp_path):
     assert deduplicated.stats["duplicates_dropped"] == 5_268
     assert deduplicated.stats["rejected_by_reason"] == {"duplicate": 5_268}
     assert deduplicated.stats["rows_kept"] == 541_909 - 5_268
+
+
+def test_core_line_columns_are_the_same_lines(tmp_path, online_retail_lines):
+    path = dataset("online_retail", "online_retail.csv.gz")
+    core, _, _ = load(path, tmp_path, line_columns=CORE_LINE_COLUMNS)
+
+    assert core.lines.columns == CORE_LINE_COLUMNS
+    order = ["customer_id", "order_id", "order_date", "amount"]
+    narrow = core.lines.to_pandas().sort_values(order, ignore_index=True)
+    full = online_retail_lines.select(*CORE_LINE_COLUMNS).to_pandas().sort_values(order, ignore_index=True)
+    pd.testing.assert_frame_equal(narrow, full)
+    # A purchase is a customer's day with a line that is not a return.
+    bought = online_retail_lines.filter(online_retail_lines.customer_id.notnull() & ~online_retail_lines.is_return)
+    assert core.stats["purchases"] == int(bought.select("customer_id", "order_date").distinct().count().execute())
+
+
+def test_unknown_line_column_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="line_columns has unknown columns colour"):
+        load(dataset("online_retail", "online_retail.csv.gz"), tmp_path, line_columns=("customer_id", "colour"))
 
 
 def test_cdnow_master_whitespace_file(tmp_path):

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from revopt import segments as seg
 from revopt.errors import ConfigError, DataQualityWarning, FitError, InputError, RevoptWarning, check_range
 from revopt.i18n import detect_language
-from revopt.ingest import load_orders
+from revopt.ingest import CORE_LINE_COLUMNS, LINE_COLUMNS, load_orders
 from revopt.holdout import holdout_report, holdout_validation, tracking_series
 from revopt.kpis import compute_kpis
 from revopt.store import stored_tables
@@ -239,6 +239,8 @@ def _run(orders, scratch: Path, workspace: Path, settings: AnalysisSettings, lan
                 orders, con=con, staging_dir=workspace / "staging", column_map=list(settings.column_map),
                 dayfirst=settings.dayfirst, date_format=settings.date_format, tz=settings.tz,
                 duplicates=settings.duplicates, max_invalid_share=settings.max_invalid_share,
+                # Without the growth step only the models' and KPIs' columns are read.
+                line_columns=LINE_COLUMNS if settings.growth else CORE_LINE_COLUMNS,
             )
     ingest = dict(tables.stats)
     log.info("event=ingest_done rows_read=%d rows_kept=%d rows_rejected=%d purchases=%d", ingest["rows_read"],

@@ -11,15 +11,17 @@ import logging
 from pathlib import Path
 
 from revopt.errors import ColumnMappingError
-from revopt.ingest.clean import (CANCELLED_STATUSES, DUPLICATE_MODES, CleanTables, build_raw, clean_orders, count_lines,
-                                 daily_purchases)
+from revopt.ingest.clean import (CANCELLED_STATUSES, CORE_LINE_COLUMNS, DUPLICATE_MODES, LINE_COLUMNS, CleanTables,
+                                 build_raw, clean_orders, count_lines, daily_purchases)
 from revopt.ingest.columns import FIELDS, ColumnMapping, parse_map_options, resolve_columns
 from revopt.ingest.files import StagedFile, discover_files, merge_parquet_views, stage_file
 
 __all__ = [
     "CANCELLED_STATUSES",
+    "CORE_LINE_COLUMNS",
     "DUPLICATE_MODES",
     "FIELDS",
+    "LINE_COLUMNS",
     "CleanTables",
     "ColumnMapping",
     "StagedFile",
@@ -46,6 +48,7 @@ def load_orders(
     max_invalid_share: float = 0.01,
     require_amount: bool = True,
     table_prefix: str = "",
+    line_columns: tuple[str, ...] = LINE_COLUMNS,
 ) -> tuple[CleanTables, list[StagedFile], ColumnMapping]:
     """Read ``orders`` into clean Ibis tables in ``con`` (a DuckDB connection).
 
@@ -74,6 +77,9 @@ def load_orders(
     table_prefix : str
         Prefix of the workspace tables this call creates, so that a load beside stored tables
         (see :mod:`revopt.store`) replaces none of them.
+    line_columns : tuple of str, default LINE_COLUMNS
+        Columns of the clean lines table. A run that reads fewer, such as ``analyze`` without the
+        growth step (:data:`CORE_LINE_COLUMNS`), writes fewer.
 
     Returns
     -------
@@ -113,6 +119,7 @@ def load_orders(
         max_invalid_share=max_invalid_share,
         table_prefix=table_prefix,
         source=", ".join(path.name for path in files),
+        line_columns=line_columns,
     )
     tables.stats["files"] = [str(path) for path in files]
     tables.stats["columns"] = dict(mapping.columns)

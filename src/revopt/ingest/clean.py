@@ -29,7 +29,8 @@ from revopt.ingest.columns import ColumnMapping
 from revopt.ingest.files import StagedFile
 from revopt.ingest.parsing import DateFamily, detect_date_family, parse_number, parse_timestamp, to_local_time
 
-__all__ = ["CANCELLED_STATUSES", "DUPLICATE_MODES", "CleanTables", "build_raw", "clean_orders", "count_lines"]
+__all__ = ["CANCELLED_STATUSES", "CORE_LINE_COLUMNS", "DUPLICATE_MODES", "LINE_COLUMNS", "CleanTables", "build_raw",
+           "clean_orders", "count_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ CANCELLED_STATUSES = frozenset({
     "cancelled", "canceled", "refunded", "closed", "voided", "failed", "returned",
 })
 DUPLICATE_MODES = ("auto", "drop", "keep")
+# Columns of the clean lines table, in order; the CLV models, scoring and KPIs read only the core ones.
+LINE_COLUMNS = ("source_file", "source_row", "customer_id", "order_id", "order_time", "order_date", "amount", "quantity",
+                "unit_price", "product_id", "product_name", "category", "discount", "customer_name", "gender", "status",
+                "is_return")
+CORE_LINE_COLUMNS = ("customer_id", "order_id", "order_date", "amount", "is_return")
 RAW_FIELDS = ("customer_id", "order_id", "date", "amount", "quantity", "unit_price", "status", "product_id",
               "product_name", "category", "discount", "customer_name", "gender")
 
@@ -158,8 +164,12 @@ def clean_orders(
     max_invalid_share: float = 0.01,
     table_prefix: str = "",
     source: str = "input",
+    line_columns: tuple[str, ...] = LINE_COLUMNS,
 ) -> CleanTables:
     """Parse, check and classify raw rows; materialise ``lines``, ``purchases`` and ``rejected`` tables.
+
+    ``line_columns`` are the columns of ``lines``, in the order of :data:`LINE_COLUMNS`; a run
+    that reads fewer (:data:`CORE_LINE_COLUMNS` for the CLV models and KPIs) writes fewer.
 
     Raises
     ------
@@ -251,7 +261,11 @@ def clean_orders(
         product_id=kept.product_id, product_name=kept.product_name, category=kept.category, discount=kept.discount,
         customer_name=kept.customer_name, gender=kept.gender, status=kept.status, is_return=is_return,
     )
-    lines = con.create_table(f"{table_prefix}lines", lines, overwrite=True)
+    unknown = sorted(set(line_columns) - set(LINE_COLUMNS))
+    if unknown:
+        raise ConfigError(f"line_columns has unknown columns {', '.join(unknown)}; choose from {', '.join(LINE_COLUMNS)}")
+    lines = con.create_table(f"{table_prefix}lines", lines.select(*[name for name in LINE_COLUMNS if name in line_columns]),
+                             overwrite=True)
     failed = parsed.filter(parsed.reason.notnull())
     failed = con.create_table(f"{table_prefix}rejected_rows", failed.select(
         "source_file", "source_row", "reason", "date_empty", "amount_empty", "amount_parsed",
