@@ -18,12 +18,17 @@ that peak resident memory (VmHWM) belongs to one step:
    every customer, P(alive), expected purchases over 52 weeks and a 12-month CLV discounted at
    revopt's default 10 % a year. Its time includes the Parquet read.
 
+4. engine floor (with ``--floor``): the DuckDB passes alone that every end-to-end run with revopt's
+   checks needs (duplicate hash, kept lines, daily purchases, customer summary, compressed rows),
+   in memory and without writing a file. lifetimes / floor is the largest time ratio that any job
+   doing those passes could reach on the machine.
+
 Prints medians over ``--repeats`` runs, the ratios lifetimes / revopt for time and revopt /
 lifetimes for memory, the share of each revopt core stage, and both libraries' BG/NBD and
 Gamma-Gamma estimates beside the true parameters. Usage::
 
     .venv/bin/python benchmarks/bench_scale.py [--customers 100000,1000000,10000000] [--repeats 3] [--full]
-        [--work DIR] [--peer-max-customers 1000000] [--memory-limit 1GB]
+        [--work DIR] [--peer-max-customers 1000000] [--memory-limit 1GB] [--floor]
 
 lifetimes runs only up to ``--peer-max-customers``; above it the script reports revopt alone, with
 the growth of time against the growth of lines from the smallest size.
@@ -49,8 +54,8 @@ HORIZON_MONTHS = 12
 ANNUAL_DISCOUNT_RATE = 0.10  # AnalysisSettings.discount_rate's default
 # Columns of the scale log (see revopt.demo.ORDER_COLUMNS): member id, order time, paid amount,
 # status, and the order and product ids that tell exact duplicate lines apart from repeated lines.
-MEMBER, ORDER_TIME, PAID, STATUS = "买家会员名", "下单时间", "实付金额", "订单状态"
-DUPLICATE_KEY = (MEMBER, ORDER_TIME, PAID, STATUS, "订单编号", "商品ID")
+MEMBER, ORDER_TIME, PAID, STATUS, ORDER_ID = "买家会员名", "下单时间", "实付金额", "订单状态", "订单编号"
+DUPLICATE_KEY = (MEMBER, ORDER_TIME, PAID, STATUS, ORDER_ID, "商品ID")
 BG_NBD_PARAMS = ("r", "alpha", "a", "b")
 GAMMA_GAMMA_PARAMS = ("p", "q", "gamma")
 
@@ -147,6 +152,62 @@ def child_lifetimes(folder: Path) -> dict:
             "gamma_gamma": {"p": float(params["p"]), "q": float(params["q"]), "gamma": float(params["v"])}}
 
 
+def child_floor(folder: Path, memory_limit: str) -> dict:
+    """Time the least work that an end-to-end job with revopt's checks does: DuckDB passes, fits, predictions.
+
+    The passes run in an in-memory database and write no file. A hash of every column is grouped to
+    find exact duplicate rows. The kept lines drop closed orders and every copy of a repeated row,
+    and no text is trimmed. Then come the daily purchases with their distinct orders, the customer
+    summary, and the compressed (frequency, recency, T) and (frequency, mean spend) rows. BG/NBD and
+    Gamma-Gamma are fitted on those rows, and P(alive), expected purchases and CLV are computed once
+    per distinct history. The rejected rows, KPIs and cohorts, segments, intervals, the join back to customers
+    and every output file come on top of this time.
+    """
+    import duckdb
+    import numpy as np
+
+    from revopt.ingest.clean import CANCELLED_STATUSES
+    from revopt.models import BetaGeoModel, GammaGammaModel, customer_lifetime_value
+
+    base = peak_mib()
+    start = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    parts = str(folder / "orders" / "*.parquet").replace("'", "''")
+    con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet('{parts}')")
+    every_column = ", ".join(f'"{row[0]}"' for row in con.execute("DESCRIBE raw").fetchall())
+    closed = ", ".join("'" + status.replace("'", "''") + "'" for status in sorted(CANCELLED_STATUSES))
+    con.execute(f"CREATE TABLE repeated AS SELECT h FROM (SELECT hash({every_column}) AS h, count(*) AS n FROM raw "
+                "GROUP BY h) WHERE n > 1")
+    con.execute(f'CREATE TABLE lines AS SELECT "{MEMBER}" AS customer_id, "{ORDER_ID}" AS order_id, '
+                f'CAST("{ORDER_TIME}" AS DATE) AS order_date, "{PAID}" AS amount, "{PAID}" < 0 AS is_return '
+                f'FROM raw WHERE lower("{STATUS}") NOT IN ({closed}) '
+                f"AND hash({every_column}) NOT IN (SELECT h FROM repeated)")
+    con.execute("CREATE TABLE purchases AS SELECT customer_id, order_date, sum(amount) AS amount, "
+                "count(DISTINCT order_id) FILTER (WHERE NOT is_return) AS orders FROM lines "
+                "WHERE customer_id IS NOT NULL GROUP BY customer_id, order_date "
+                "HAVING count(*) FILTER (WHERE NOT is_return) > 0")
+    con.execute("CREATE TABLE summary AS SELECT customer_id, min(order_date) AS first_day, max(order_date) AS last_day, "
+                "count(*) - 1 AS frequency, sum(amount) AS revenue, arg_min(amount, order_date) AS first_amount "
+                "FROM purchases GROUP BY customer_id")
+    histories = con.execute("SELECT frequency, last_day - first_day AS recency, (SELECT max(last_day) FROM summary) - "
+                            "first_day AS T, count(*) AS n FROM summary GROUP BY ALL").fetchnumpy()
+    spend = con.execute("SELECT frequency, (revenue - first_amount) / frequency AS mean_spend, count(*) AS n "
+                        "FROM summary WHERE frequency > 0 AND revenue > first_amount GROUP BY ALL").fetchnumpy()
+    x, t_x, T = (histories[name].astype(float) for name in ("frequency", "recency", "T"))
+    t_x, T = t_x / DAYS_PER_WEEK, T / DAYS_PER_WEEK
+    bg_nbd = BetaGeoModel().fit(x, t_x, T, weights=histories["n"])
+    gamma_gamma = GammaGammaModel().fit(spend["frequency"], spend["mean_spend"], weights=spend["n"])
+    # Predictions once per distinct history, with the population's mean spend; not joined back to customers.
+    alive = bg_nbd.probability_alive(x, t_x, T)
+    expected = bg_nbd.expected_purchases(HORIZON_WEEKS, x, t_x, T)
+    clv = customer_lifetime_value(bg_nbd, gamma_gamma.expected_average_value(np.zeros(1), np.zeros(1)), x, t_x, T,
+                                  horizon=HORIZON_WEEKS, discount_rate=ANNUAL_DISCOUNT_RATE, time_unit="week")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "base_mib": base, "peak_mib": peak_mib(), "distinct_histories": int(x.size),
+            "customers": int(histories["n"].sum()), "predicted": int(alive.size + expected.size + clv.size)}
+
+
 def run_child(arguments: list[str]) -> dict:
     completed = subprocess.run([sys.executable, __file__, "--child", *arguments], capture_output=True, text=True,
                                check=False)
@@ -227,8 +288,23 @@ def print_parameters(results: list[dict]) -> None:
                       f"{ours:>9.4f} +-{se_text:>7} ({ours / truth[name] - 1:>+6.1%}){theirs}")
 
 
+def print_floor(results: list[dict]) -> None:
+    """Print the engine floor beside revopt and lifetimes: the largest time ratio any job doing those passes could reach."""
+    results = [result for result in results if result["floor"]]
+    if not results:
+        return
+    print("\nengine floor: DuckDB alone, in memory, only the passes every end-to-end run needs (see child_floor); "
+          "lifetimes / floor bounds the time ratio any such job can reach on this machine")
+    print(f"{'lines':>13}{'floor s':>9}{'floor MiB':>11}{'core / floor':>14}{'lifetimes / floor':>19}")
+    for result in results:
+        floor = median(result["floor"], "seconds")
+        peer = (f"{median(result['lifetimes'], 'seconds') / floor:>19.2f}" if result["lifetimes"] else f"{'-':>19}")
+        print(f"{result['truth']['rows']:>13,}{floor:>9.1f}{median(result['floor'], 'peak_mib'):>11.0f}"
+              f"{median(result['core'], 'seconds') / floor:>14.2f}{peer}")
+
+
 def measure(folder: Path, truth: dict, args: argparse.Namespace) -> dict:
-    result = {"truth": truth, "core": [], "full": [], "lifetimes": []}
+    result = {"truth": truth, "core": [], "full": [], "lifetimes": [], "floor": []}
     with_peer = truth["n_customers"] <= args.peer_max_customers
     for _ in range(args.repeats):
         result["core"].append(run_child(["revopt", str(folder), "core", args.memory_limit]))
@@ -236,6 +312,8 @@ def measure(folder: Path, truth: dict, args: argparse.Namespace) -> dict:
             result["full"].append(run_child(["revopt", str(folder), "full", args.memory_limit]))
         if with_peer:
             result["lifetimes"].append(run_child(["lifetimes", str(folder)]))
+        if args.floor:
+            result["floor"].append(run_child(["floor", str(folder), args.memory_limit]))
     return result
 
 
@@ -272,6 +350,9 @@ def main() -> None:
     parser.add_argument("--memory-limit", default=None,
                         help="DuckDB memory limit of the revopt runs, as analyze's --memory-limit (default: revopt's "
                              "default, 4GB); DuckDB spills to disk above it")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the engine floor: the DuckDB passes alone that any end-to-end job with "
+                             "revopt's checks runs (child_floor)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -279,6 +360,8 @@ def main() -> None:
         kind, *rest = args.child
         if kind == "revopt":
             result = child_revopt(Path(rest[0]), growth=rest[1] == "full", memory_limit=rest[2])
+        elif kind == "floor":
+            result = child_floor(Path(rest[0]), memory_limit=rest[1])
         else:
             result = child_lifetimes(Path(rest[0]))
         print(json.dumps(result))
@@ -308,6 +391,7 @@ def main() -> None:
     if args.full:
         print_stages(results, "full")
         print_growth(results, "full")
+    print_floor(results)
     print_parameters(results)
 
 
