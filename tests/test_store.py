@@ -122,6 +122,15 @@ def test_workspace_errors(tmp_path, capsys):
     assert "needs --workspace" in capsys.readouterr().err
 
 
+def test_bad_memory_limit_stops_ingest_before_the_workspace(daily_files, tmp_path, capsys):
+    _, early, _, _ = daily_files
+    arguments = ["ingest", str(early), "--workspace", str(tmp_path / "ws"), "--memory-limit", "abc", "--lang", "en"]
+
+    assert main(arguments) == EXIT_INPUT_ERROR
+    assert "memory limit 'abc' is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()
+
+
 def test_ingest_command_reports_skips(daily_files, tmp_path, capsys):
     _, early, _, _ = daily_files
     arguments = ["ingest", str(early), "--workspace", str(tmp_path / "ws"), "--tz", "Asia/Shanghai", "--lang", "en",

@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import logging
 import math
-import re
 import shutil
 import tempfile
 import time
@@ -46,7 +45,8 @@ from revopt.models import GammaGammaModel, customer_lifetime_value
 from revopt.selection import MODEL_CHOICES, PurchaseModelChoice, choose, comparison_records, fit_purchase_models
 from revopt.summary import MIN_SPEND, compressed_statistics, customer_summary, to_date
 from revopt.timeunits import DAYS_PER_UNIT, check_time_unit, parse_horizon
-from revopt.workspace import DATABASE_NAME, DEFAULT_MEMORY_LIMIT, connect_backend, masked_url, open_workspace
+from revopt.workspace import (DATABASE_NAME, DEFAULT_MEMORY_LIMIT, check_memory_limit, connect_backend, masked_url,
+                              open_workspace)
 
 __all__ = ["AnalysisSettings", "AnalysisResult", "analyze", "OUTPUT_FILES"]
 
@@ -100,8 +100,7 @@ class AnalysisSettings:
                               choices=", ".join(MODEL_CHOICES))
         if self.tz is not None:
             _check_time_zone(self.tz)
-        if not _MEMORY_LIMIT_PATTERN.match(self.memory_limit):
-            raise ConfigError(message_id="errors.bad_memory_limit", value=repr(self.memory_limit))
+        check_memory_limit(self.memory_limit)
         if self.date_format is not None:
             _check_date_format(self.date_format)
         if self.actions_config is not None:
@@ -109,9 +108,6 @@ class AnalysisSettings:
 
             load_action_config(self.actions_config)  # a bad file stops the run before any work
         return self
-
-
-_MEMORY_LIMIT_PATTERN = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 
 
 def _check_date_format(date_format: str) -> None:

@@ -15,7 +15,8 @@ import ibis
 
 from revopt.errors import ConfigError
 
-__all__ = ["DATABASE_NAME", "DEFAULT_MEMORY_LIMIT", "open_workspace", "connect_backend", "masked_url"]
+__all__ = ["DATABASE_NAME", "DEFAULT_MEMORY_LIMIT", "check_memory_limit", "open_workspace", "connect_backend",
+           "masked_url"]
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,25 @@ DATABASE_NAME = "revopt.duckdb"
 DEFAULT_MEMORY_LIMIT = "4GB"
 
 
+_MEMORY_LIMIT_PATTERN = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def check_memory_limit(memory_limit: str) -> None:
+    """Raise ConfigError unless ``memory_limit`` is an amount DuckDB accepts, such as ``500MB`` or ``4GB``."""
+    if not isinstance(memory_limit, str) or not _MEMORY_LIMIT_PATTERN.match(memory_limit):
+        raise ConfigError(message_id="errors.bad_memory_limit", value=repr(memory_limit))
+
+
 def open_workspace(path: Path, *, memory_limit: str = DEFAULT_MEMORY_LIMIT):
-    """Create ``path`` if needed and connect to the DuckDB file in it; returns an Ibis DuckDB backend."""
+    """Create ``path`` if needed and connect to the DuckDB file in it; returns an Ibis DuckDB backend.
+
+    Raises
+    ------
+    ConfigError
+        If ``memory_limit`` is not an amount (checked before anything is created) or ``path``
+        cannot be created.
+    """
+    check_memory_limit(memory_limit)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
