@@ -173,6 +173,14 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         parse_map_options(["a=customer_id", "b=customer_id"])
 
 
+def test_missing_amount_suggests_a_free_column_for_it(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text("order_id,customer_id,date,note\nA1,alice,2025-03-01,x\n", encoding="utf-8")
+
+    with pytest.raises(ColumnMappingError, match="--map note=amount, or by 1-based position, for example --map 4=amount"):
+        load(path, tmp_path)
+
+
 def test_ambiguous_headers_stop(tmp_path):
     with pytest.raises(ColumnMappingError, match="all look like the customer_id field"):
         resolve_columns(["CustomerID", "customer_id", "date", "amount"], source="x.csv")

@@ -155,6 +155,10 @@ def resolve_columns(headers: list[str], overrides: dict[str, str] | None = None,
     if needed or not (has_amount or not require_amount):
         if not has_amount:
             needed.append("amount | quantity+unit_price")
+        # The example maps a column that no field took yet to the first missing field.
+        free = [position for position, header in enumerate(headers, start=1) if header not in columns.values()]
+        position = free[0] if free else 1
         raise ColumnMappingError(message_id="errors.missing_columns", source=source, needed=", ".join(needed),
-                                 found=", ".join(headers), example=headers[0])
+                                 found=", ".join(headers), example=headers[position - 1], position=position,
+                                 field=needed[0].split(" | ")[0])
     return ColumnMapping(columns=columns, recognised_by=recognised_by)
