@@ -68,7 +68,7 @@ def _argparse_translation(language: str):
     return lambda text: table.get(text, text)
 
 
-def _add_ingest_options(parser: argparse.ArgumentParser, t) -> None:
+def _add_ingest_options(parser: argparse.ArgumentParser, t, *, workspace_help: str = "cli.help.workspace") -> None:
     parser.add_argument("--tz", help=t("cli.help.tz"))
     parser.add_argument("--map", action="append", default=[], metavar="COLUMN=FIELD",
                         help=t("cli.help.map", fields=", ".join(FIELDS)))
@@ -76,7 +76,7 @@ def _add_ingest_options(parser: argparse.ArgumentParser, t) -> None:
     parser.add_argument("--date-format", help=t("cli.help.date_format"))
     parser.add_argument("--duplicates", choices=DUPLICATE_MODES, default="auto", help=t("cli.help.duplicates"))
     parser.add_argument("--max-invalid", type=float, default=0.01, help=t("cli.help.max_invalid"))
-    parser.add_argument("--workspace", type=Path, help=t("cli.help.workspace"))
+    parser.add_argument("--workspace", type=Path, help=t(workspace_help))
     parser.add_argument("--memory-limit", default="4GB", help=t("cli.help.memory_limit"))
 
 
@@ -143,7 +143,7 @@ def build_parser(language: str) -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help=t("cli.help.ingest"), description=t("cli.help.ingest"))
     ingest.add_argument("orders", help=t("cli.help.orders"))
-    _add_ingest_options(ingest, t)
+    _add_ingest_options(ingest, t, workspace_help="cli.help.workspace_ingest")
     _add_common_options(ingest, t)
 
     recommend = commands.add_parser("recommend", help=t("cli.help.recommend"), description=t("cli.help.recommend"))
