@@ -227,18 +227,19 @@ def median(runs: list[dict], key: str) -> float:
 
 def print_sizes(results: list[dict], repeats: int, memory_limit: str) -> None:
     print(f"\nmedian of {repeats} runs per cell; peak resident memory (VmHWM) of each subprocess; revopt's "
-          f"memory limit {memory_limit}")
+          f"memory limit {memory_limit}; l = lifetimes, so 'l s / core s' above 1 means revopt is faster and "
+          f"'core MiB / l' below 1 means it uses less memory")
     header = (f"{'lines':>11}{'customers':>11}{'core s':>9}{'core MiB':>10}{'full s':>9}{'full MiB':>10}"
-              f"{'lifetimes s':>13}{'lifetimes MiB':>15}{'time l/core':>13}{'MiB core/l':>12}")
+              f"{'lifetimes s':>13}{'lifetimes MiB':>15}{'l s / core s':>14}{'core MiB / l':>14}")
     print(header)
     for result in results:
         core, lifetimes, full = result["core"], result["lifetimes"], result["full"]
         full_cells = (f"{median(full, 'seconds'):>9.1f}{median(full, 'peak_mib'):>10.0f}" if full
                       else f"{'-':>9}{'-':>10}")
         peer_cells = (f"{median(lifetimes, 'seconds'):>13.1f}{median(lifetimes, 'peak_mib'):>15.0f}"
-                      f"{median(lifetimes, 'seconds') / median(core, 'seconds'):>13.2f}"
-                      f"{median(core, 'peak_mib') / median(lifetimes, 'peak_mib'):>12.2f}" if lifetimes
-                      else f"{'-':>13}{'-':>15}{'-':>13}{'-':>12}")
+                      f"{median(lifetimes, 'seconds') / median(core, 'seconds'):>14.2f}"
+                      f"{median(core, 'peak_mib') / median(lifetimes, 'peak_mib'):>14.2f}" if lifetimes
+                      else f"{'-':>13}{'-':>15}{'-':>14}{'-':>14}")
         print(f"{result['truth']['rows']:>11,}{result['truth']['n_customers']:>11,}"
               f"{median(core, 'seconds'):>9.1f}{median(core, 'peak_mib'):>10.0f}{full_cells}{peer_cells}")
     for result in results:
@@ -293,8 +294,8 @@ def print_floor(results: list[dict]) -> None:
     results = [result for result in results if result["floor"]]
     if not results:
         return
-    print("\nengine floor: DuckDB alone, in memory, only the passes every end-to-end run needs (see child_floor); "
-          "lifetimes / floor bounds the time ratio any such job can reach on this machine")
+    print("\nengine floor: DuckDB alone, in memory, on the passes every end-to-end run needs, then both fits and the "
+          "predictions (see child_floor); lifetimes / floor bounds the time ratio any such job can reach on this machine")
     print(f"{'lines':>13}{'floor s':>9}{'floor MiB':>11}{'core / floor':>14}{'lifetimes / floor':>19}")
     for result in results:
         floor = median(result["floor"], "seconds")
