@@ -7,6 +7,7 @@ import re
 from itertools import combinations
 
 import ibis
+from ibis import _
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,6 +32,7 @@ from revopt.recommend import (
     recommend,
 )
 from revopt.recommend.api import fit_recommendations
+from revopt.recommend.baskets import _median_prices
 
 AS_OF = dt.date(2024, 7, 1)
 LINE_COLUMNS = {
@@ -549,6 +551,23 @@ def test_choose_needs_a_method_to_beat_popularity():
 @pytest.fixture(scope="module")
 def online_retail(online_retail_lines):
     return online_retail_lines
+
+
+def test_median_prices_by_hand():
+    counts = pd.DataFrame({"product_id": ["a", "a", "b", "b", "c"], "unit_price": [1.0, 5.0, 2.0, 4.0, 7.0],
+                           "lines": [3, 1, 1, 1, 2], "window_lines": [0, 0, 1, 1, 1]})
+    prices = _median_prices(counts)
+    # a: no line in the window, history [1, 1, 1, 5]; b: window [2, 4]; c: window [7].
+    assert prices.to_dict() == {"a": 1.0, "b": 3.0, "c": 7.0}
+
+
+def test_median_prices_match_sql_median(online_retail):
+    sales = purchase_lines(online_retail).filter(_.unit_price.notnull())
+    expected = sales.group_by("product_id").aggregate(price=sales.unit_price.median()).to_pandas()
+    counts = sales.group_by(["product_id", "unit_price"]).aggregate(lines=_.count(), window_lines=_.count()).to_pandas()
+    prices = _median_prices(counts)
+    expected = expected.set_index("product_id").price.sort_index()
+    pd.testing.assert_series_equal(prices.sort_index(), expected, check_names=False, rtol=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -370,34 +370,62 @@ def prepare_training(
 
 
 def _product_table(sales: ibis.Table, *, as_of: dt.date, settings: RecommendSettings) -> pd.DataFrame:
-    """Summarise each product sold: most frequent name and category, median price, recent buyers."""
+    """Summarise each product sold: most frequent name and category, median price, recent buyers.
+
+    Every aggregate is a plain one over a group the engine can spill. Distinct buyers and orders
+    are counted from distinct pairs. Medians come from each product's count of lines per price
+    (:func:`_median_prices`), so the engine never holds every line's price at once; on 100
+    million lines a median and a distinct count in one aggregation spilled past 50 GB.
+    """
     catalogue_start = ibis.date(as_of - dt.timedelta(days=settings.catalogue_days))
     popularity_start = ibis.date(as_of - dt.timedelta(days=settings.popularity_days))
-    in_window = sales.order_date >= catalogue_start
-    in_popularity = sales.order_date >= popularity_start
-    summary = sales.group_by("product_id").aggregate(
-        # NOTE: ibis 12.0.0 compiles median(where=...) for Spark 4.0.1 into a percentile whose
-        # fraction is not a constant, which Spark rejects; masking the value instead works on both.
-        window_price=ibis.ifelse(in_window, sales.unit_price, ibis.null("float64")).median(),
-        history_price=sales.unit_price.median(),
-        last_sold=sales.order_date.max(),
-        buyers=sales.customer_id.nunique(where=in_popularity),
-        orders=sales.basket_id.nunique(where=in_popularity),
-    )
-    summary = summary.mutate(
-        unit_price=ibis.coalesce(summary.window_price, summary.history_price),
-        in_catalogue=summary.last_sold >= catalogue_start,
-    )
+    summary = sales.group_by("product_id").aggregate(last_sold=sales.order_date.max())
+    summary = summary.mutate(in_catalogue=summary.last_sold >= catalogue_start)
+    recent = sales.filter(sales.order_date >= popularity_start)
+    buyers = (recent.select("product_id", "customer_id").distinct()
+              .group_by("product_id").aggregate(buyers=_.customer_id.count()))
+    orders = (recent.select("product_id", "basket_id").distinct()
+              .group_by("product_id").aggregate(orders=_.basket_id.count()))
     table = (
         summary.left_join(_most_frequent(sales, "product_name"), "product_id")
         .left_join(_most_frequent(sales, "category"), "product_id")
-        .select("product_id", "product_name", "category", "unit_price", "buyers", "orders", "in_catalogue")
+        .left_join(buyers, "product_id")
+        .left_join(orders, "product_id")
+        .select("product_id", "product_name", "category", "buyers", "orders", "in_catalogue")
         .order_by("product_id")
         .to_pandas()
     )
+    priced = sales.filter(sales.unit_price.notnull())
+    price_counts = priced.group_by(["product_id", "unit_price"]).aggregate(
+        lines=priced.count(), window_lines=(priced.order_date >= catalogue_start).sum(),
+    ).to_pandas()
+    prices = _median_prices(price_counts)
+    table.insert(3, "unit_price", table.product_id.map(prices).astype("float64"))
     table["buyers"] = table.buyers.fillna(0).astype(int)
     table["orders"] = table.orders.fillna(0).astype(int)
     return table
+
+
+def _median_prices(price_counts: pd.DataFrame) -> pd.Series:
+    """Each product's median price in the catalogue window, else over its whole history, by product_id.
+
+    ``price_counts`` has one row per product and price, with ``lines`` (lines at that price) and
+    ``window_lines`` (those in the window). The median of an even number of lines is the mean of
+    the two middle prices, as SQL's ``median`` gives.
+    """
+    def median(weights: pd.Series) -> pd.Series:
+        rows = price_counts[weights > 0].assign(weight=weights[weights > 0])
+        rows = rows.sort_values(["product_id", "unit_price"], kind="stable")
+        total = rows.groupby("product_id").weight.transform("sum")
+        before = rows.groupby("product_id").weight.cumsum() - rows.weight  # lines priced below this row
+        # 0-based positions of the middle line(s): (total - 1) // 2 and total // 2.
+        low = rows.unit_price.where((before <= (total - 1) // 2) & ((total - 1) // 2 < before + rows.weight))
+        high = rows.unit_price.where((before <= total // 2) & (total // 2 < before + rows.weight))
+        return (low.groupby(rows.product_id).max() + high.groupby(rows.product_id).max()) / 2.0
+
+    window = median(price_counts.window_lines)
+    history = median(price_counts.lines)
+    return window.reindex(history.index).fillna(history)
 
 
 def _most_frequent(sales: ibis.Table, column: str) -> ibis.Table:
