@@ -97,7 +97,7 @@ def test_files_sharing_days_update_those_purchases(daily_files, tmp_path):
     assert stored.orders.sum() == single.purchases.orders.sum().execute()
 
 
-def test_purchase_on_a_day_of_stored_returns_nets_them(tmp_path):
+def test_purchase_nets_stored_returns(tmp_path):
     header = "order_id,customer_id,date,amount\n"
     (tmp_path / "first.csv").write_text(header + "R1,alice,2025-03-01,-10\nA1,alice,2025-02-01,30\n", encoding="utf-8")
     (tmp_path / "second.csv").write_text(header + "A2,alice,2025-03-01,50\nB1,bob,2025-03-01,20\n", encoding="utf-8")

@@ -374,8 +374,8 @@ def _product_table(sales: ibis.Table, *, as_of: dt.date, settings: RecommendSett
 
     Every aggregate is a plain one over a group the engine can spill. Distinct buyers and orders
     are counted from distinct pairs. Medians come from each product's count of lines per price
-    (:func:`_median_prices`), so the engine never holds every line's price at once; on 100
-    million lines a median and a distinct count in one aggregation spilled past 50 GB.
+    (:func:`_median_prices`), so the engine never keeps every line's price in memory at once. On
+    100 million lines, medians and distinct counts in one aggregation spilled past 50 GB.
     """
     catalogue_start = ibis.date(as_of - dt.timedelta(days=settings.catalogue_days))
     popularity_start = ibis.date(as_of - dt.timedelta(days=settings.popularity_days))
@@ -407,7 +407,7 @@ def _product_table(sales: ibis.Table, *, as_of: dt.date, settings: RecommendSett
 
 
 def _median_prices(price_counts: pd.DataFrame) -> pd.Series:
-    """Each product's median price in the catalogue window, else over its whole history, by product_id.
+    """Return each product's median price in the catalogue window, else over its whole history, by product_id.
 
     ``price_counts`` has one row per product and price, with ``lines`` (lines at that price) and
     ``window_lines`` (those in the window). The median of an even number of lines is the mean of
