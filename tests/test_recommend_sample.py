@@ -68,9 +68,9 @@ def test_sample_filter_matches_hashlib():
     table = ibis.memtable(pd.DataFrame({"customer_id": [*ids, None]}))
     sample = customer_sample(len(ids), 300)
 
-    kept = set(sample.apply(table).to_pandas().customer_id)
+    kept_ids = set(sample.apply(table).to_pandas().customer_id)
 
-    assert kept == {customer for customer in ids if md5_prefix(customer) < sample.bound}
+    assert kept_ids == {customer for customer in ids if md5_prefix(customer) < sample.bound}
 
 
 # ---------------------------------------------------------------------------------------

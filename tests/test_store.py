@@ -80,10 +80,10 @@ def stored_purchases(workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     return stored, rebuilt
 
 
-def test_files_sharing_days_update_those_purchases(daily_files, tmp_path):
+def test_shared_days_update_purchases(daily_files, tmp_path):
     whole, _, _, _ = daily_files
     orders = pd.read_csv(whole, encoding="gbk", dtype=str)
-    # Split by order, not by day: both files hold lines of the same customers on the same days.
+    # Split by order, not by day: both files contain lines of the same customers on the same days.
     odd = orders["订单编号"].str[-1].isin(list("13579"))
     for name, part in (("odd", orders[odd]), ("even", orders[~odd])):
         part.to_csv(tmp_path / f"{name}.csv", index=False, encoding="gbk")
@@ -122,7 +122,7 @@ def test_workspace_errors(tmp_path, capsys):
     assert "needs --workspace" in capsys.readouterr().err
 
 
-def test_bad_memory_limit_stops_ingest_before_the_workspace(daily_files, tmp_path, capsys):
+def test_ingest_rejects_bad_memory_limit(daily_files, tmp_path, capsys):
     _, early, _, _ = daily_files
     arguments = ["ingest", str(early), "--workspace", str(tmp_path / "ws"), "--memory-limit", "abc", "--lang", "en"]
 

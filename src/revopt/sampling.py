@@ -77,6 +77,6 @@ def customer_sample(customers: int, max_customers: int | None) -> CustomerSample
     """
     if max_customers is None or customers <= max_customers:
         return CustomerSample(HASH_BUCKETS)
-    kept = math.ceil(max_customers / customers * HASH_BUCKETS)
+    kept_buckets = math.ceil(max_customers / customers * HASH_BUCKETS)
     # A target within one bucket of the population rounds up to every bucket.
-    return CustomerSample(min(kept, HASH_BUCKETS))
+    return CustomerSample(min(kept_buckets, HASH_BUCKETS))

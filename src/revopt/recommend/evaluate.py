@@ -196,7 +196,7 @@ def _test_items(lines, data: TrainingData, *, split_date, test_end, settings, ex
             share = sample.share
     relevant = bought.to_pandas()
     if share < 1.0:
-        # The share is the hash bound's; the count scored varies around share * customers.
+        # The share is the hash bound's, so the number scored varies around share * customers.
         logger.info("event=recommend_evaluation_sample customers=%d scored=%d share=%.4f", customers,
                     relevant.customer_id.nunique(), share)
     return relevant.sort_values(["customer_id", "product_id"]).reset_index(drop=True), share
